@@ -1,0 +1,234 @@
+"""Open incidents, record updates and create their broadcasts: render everything, then commit, then enqueue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broadcaster.db import session_scope, sessions
+from broadcaster.errors import InputError
+from broadcaster.models import (
+    Broadcast,
+    Delivery,
+    DeliveryStatus,
+    Impact,
+    Incident,
+    IncidentStatus,
+    Update,
+    new_id,
+    utcnow,
+)
+from broadcaster.rendering import render
+from broadcaster.settings import Settings
+from channels import Channel, Message, channel_types
+
+INCIDENT_UPDATE = "incident.update"
+
+
+class UpdateRequest(BaseModel):
+    """One update as ops tooling writes it (CLI, API, Python, or the ``broadcaster.post_update`` task)."""
+
+    model_config = ConfigDict(extra="forbid")
+    incident_id: str | None = None
+    title: str | None = Field(default=None, max_length=500)
+    status: IncidentStatus
+    message: str = Field(max_length=20_000)
+    impact: Impact | None = None
+    components: list[str] = []
+    channels: list[str] = []
+
+    @field_validator("message", "title")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _incident_or_title(self) -> UpdateRequest:
+        if not self.incident_id and not self.title:
+            raise ValueError("give --incident ID to update an incident, or --title TEXT to open one")
+        return self
+
+
+def parse_request(data: dict[str, Any]) -> UpdateRequest:
+    try:
+        return UpdateRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(p) for p in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{field}: {message}" if field else message) from None
+
+
+def build_channel(settings: Settings, name: str) -> Channel:  # type: ignore[type-arg]
+    config = settings.channels[name]
+    return channel_types()[config.type](name, config)
+
+
+def select_channels(settings: Settings, names: Sequence[str]) -> list[str]:
+    """The named channels, or every enabled one; an unknown or disabled name is bad input."""
+    if not settings.channels:
+        raise InputError("no channels are configured: add a [channels.NAME] table to the configuration")
+    for name in names:
+        if name not in settings.channels:
+            known = ", ".join(sorted(settings.channels))
+            raise InputError(f"unknown channel {name!r} (configured: {known})")
+        if not settings.channels[name].enabled:
+            raise InputError(f"channel {name!r} is disabled (enabled = false in its configuration)")
+    chosen = list(dict.fromkeys(names)) or [n for n, c in settings.channels.items() if c.enabled]
+    if not chosen:
+        raise InputError("every configured channel is disabled")
+    return chosen
+
+
+def incident_view(incident: Incident, public_url: str) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "title": incident.title,
+        "status": incident.status,
+        "impact": incident.impact,
+        "components": list(incident.components),
+        "created_at": incident.created_at.isoformat(),
+        "url": f"{public_url.rstrip('/')}/incidents/{incident.id}",
+    }
+
+
+def update_view(update: Update) -> dict[str, Any]:
+    return {
+        "id": update.id,
+        "status": update.status,
+        "message": update.message,
+        "created_at": update.created_at.isoformat(),
+    }
+
+
+def _apply_update(session: Session, request: UpdateRequest) -> tuple[Incident, Update]:
+    """The incident as it will be after this update, and the update itself (not yet flushed)."""
+    now = utcnow()
+    if request.incident_id:
+        incident = session.get(Incident, request.incident_id)
+        if incident is None:
+            raise InputError(f"no incident with id {request.incident_id!r}")
+        if request.title:
+            incident.title = request.title
+    else:
+        incident = Incident(id=new_id(), title=request.title, impact=Impact.minor, components=[], created_at=now)
+        session.add(incident)
+    incident.status = request.status
+    incident.updated_at = now
+    incident.resolved_at = now if request.status == IncidentStatus.resolved else None
+    if request.impact:
+        incident.impact = request.impact
+    if request.components:
+        incident.components = list(dict.fromkeys([*incident.components, *request.components]))
+    update = Update(id=new_id(), incident_id=incident.id, status=request.status, message=request.message, created_at=now)
+    return incident, update
+
+
+def render_all(
+    settings: Settings, names: Sequence[str], event: str, incident: Incident, update: Update, timeline: list[Update]
+) -> dict[str, Message]:
+    """Every channel's message; the first template error stops everything before anything exists."""
+    context = {
+        "event": event,
+        "incident": incident_view(incident, settings.public_url),
+        "update": update_view(update),
+        "timeline": [update_view(u) for u in timeline],
+        "public_url": settings.public_url,
+    }
+    return {name: render(build_channel(settings, name), event, context, settings.templates_dir) for name in names}
+
+
+def prepare(session: Session, settings: Settings, request: UpdateRequest) -> tuple[Incident, Update, dict[str, Message]]:
+    """Apply the update in ``session`` (unflushed) and render it for every selected channel."""
+    names = select_channels(settings, request.channels)
+    incident, update = _apply_update(session, request)
+    timeline = [*incident.updates, update] if request.incident_id else [update]
+    return incident, update, render_all(settings, names, INCIDENT_UPDATE, incident, update, timeline)
+
+
+def preview(settings: Settings, request: UpdateRequest) -> dict[str, Message]:
+    """What each channel would send; nothing is written."""
+    with sessions(settings.database_url)() as session:
+        try:
+            return prepare(session, settings, request)[2]
+        finally:
+            session.rollback()
+
+
+def create_broadcast(settings: Settings, request: UpdateRequest) -> tuple[str, list[str]]:
+    """Record the update and its deliveries in one transaction; return the broadcast id and delivery ids.
+
+    Nothing is written when any channel fails to render.
+    """
+    with session_scope(settings.database_url) as session:
+        incident, update, messages = prepare(session, settings, request)
+        session.add(update)
+        session.flush()
+        broadcast = Broadcast(
+            id=new_id(),
+            incident_id=incident.id,
+            update_id=update.id,
+            event=INCIDENT_UPDATE,
+            channels=list(messages),
+            renderings={name: message.model_dump(mode="json") for name, message in messages.items()},
+        )
+        session.add(broadcast)
+        deliveries = [
+            Delivery(
+                id=new_id(),
+                broadcast_id=broadcast.id,
+                incident_id=incident.id,
+                channel=name,
+                type=settings.channels[name].type,
+                target=target,
+                status=DeliveryStatus.pending,
+            )
+            for name in messages
+            for target in build_channel(settings, name).targets()
+        ]
+        session.add_all(deliveries)
+    return broadcast.id, [d.id for d in deliveries]
+
+
+def retry_failed(settings: Settings, delivery_id: str | None = None, broadcast_id: str | None = None) -> list[str]:
+    """Put failed deliveries back to `pending` with a fresh attempt budget; return their ids."""
+    with session_scope(settings.database_url) as session:
+        if delivery_id:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                raise InputError(f"no delivery with id {delivery_id!r}")
+            if delivery.status != DeliveryStatus.failed:
+                raise InputError(f"delivery {delivery_id} is {delivery.status}; only failed deliveries are sent again")
+            chosen = [delivery]
+        else:
+            if session.get(Broadcast, broadcast_id) is None:
+                raise InputError(f"no broadcast with id {broadcast_id!r}")
+            chosen = list(
+                session.scalars(
+                    select(Delivery).where(
+                        Delivery.broadcast_id == broadcast_id, Delivery.status == DeliveryStatus.failed
+                    )
+                )
+            )
+        now = utcnow()
+        for delivery in chosen:
+            delivery.status = DeliveryStatus.pending
+            delivery.budget_from = delivery.attempts
+            delivery.due_at = None
+            delivery.updated_at = now
+        return [d.id for d in chosen]
+
+
+def pending_delivery_ids(settings: Settings, broadcast_id: str) -> list[str]:
+    with sessions(settings.database_url)() as session:
+        query = select(Delivery.id).where(
+            Delivery.broadcast_id == broadcast_id,
+            Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]),
+        )
+        return list(session.scalars(query))

@@ -1,0 +1,378 @@
+"""The ``broadcaster`` command line. Exit codes: 0 ok, 1 a delivery failed, 2 bad input, 3 --wait timed out."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from broadcaster.errors import BroadcasterError
+from broadcaster.settings import CONFIG_ENV, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="broadcaster",
+    help="Write one incident update; deliver it to every channel, with retries and a durable delivery log.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML configuration file (else $BROADCASTER_CONFIG or ./broadcaster.toml).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until every delivery has finished.")]
+TimeoutOption = Annotated[float | None, typer.Option("--timeout", help="Seconds --wait waits at most.", min=0)]
+
+
+def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
+    err.print(f"broadcaster: error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_from(config: Path | None) -> Settings:
+    if config is not None:
+        # Worker threads and the Celery app read the same file as this command.
+        os.environ[CONFIG_ENV] = str(config)
+    return load_settings(config)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def deliveries_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> None:
+    """A table on a terminal; one plain tab-separated line per delivery otherwise."""
+    columns = ["id", "channel", "type", "target", "status", "attempts", "provider_id", "error"]
+    if not out.is_terminal:
+        for row in rows:
+            sys.stdout.write("\t".join("" if row[c] is None else str(row[c]) for c in columns) + "\n")
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    colours = {"delivered": "green", "failed": "red", "retrying": "yellow"}
+    for row in rows:
+        status = str(row["status"])
+        cells = ["" if row[c] is None else str(row[c]) for c in columns]
+        cells[4] = f"[{colours.get(status, 'cyan')}]{status}[/]"
+        table.add_row(*cells)
+    out.print(table)
+
+
+def start_delivering(settings: Settings) -> None:
+    """Point the tasks at these settings; in embedded mode, run a worker inside this command."""
+    from broadcaster.worker import start_embedded_worker, use_settings
+
+    use_settings(settings)
+    if settings.embedded:
+        start_embedded_worker()
+
+
+def watch(settings: Settings, broadcast_id: str, timeout: float | None, live: bool) -> bool:
+    """Wait for a broadcast to finish, showing its deliveries as they change on a terminal."""
+    from rich.live import Live
+
+    from broadcaster.queries import broadcast_summary, wait_for
+
+    if not (live and out.is_terminal):
+        return wait_for(settings, [broadcast_id], timeout)
+    with Live(console=out, refresh_per_second=8, transient=True) as screen:
+        while True:
+            finished = wait_for(settings, [broadcast_id], 0.25 if timeout is None else min(0.25, timeout))
+            summary = broadcast_summary(settings, broadcast_id)
+            screen.update(progress_table(summary["deliveries"]))
+            if timeout is not None:
+                timeout -= 0.25
+            if finished or (timeout is not None and timeout <= 0):
+                return finished
+
+
+def progress_table(rows: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="delivering…", title_justify="left")
+    for column in ("channel", "target", "status", "attempts", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["channel"], row["target"], row["status"], str(row["attempts"]), row["error"] or "")
+    return table
+
+
+def finish(settings: Settings, broadcast_id: str, wait: bool, timeout: float | None, as_json: bool) -> NoReturn:
+    from broadcaster.queries import broadcast_summary
+
+    finished = watch(settings, broadcast_id, timeout, live=not as_json) if wait else True
+    summary = broadcast_summary(settings, broadcast_id)
+    if as_json:
+        print_json(summary)
+    else:
+        deliveries_table(summary["deliveries"], title=f"broadcast {broadcast_id}: {summary['status']}")
+    if summary["status"] == "failed":
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_TIMEOUT if wait and not finished else EXIT_OK)
+
+
+@app.command()
+def send(
+    status: Annotated[str, typer.Option("--status", help="investigating | identified | monitoring | resolved")],
+    message: Annotated[str, typer.Option("--message", help="The update's text.")],
+    incident: Annotated[str | None, typer.Option("--incident", help="Update this incident.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Open a new incident with this title.")] = None,
+    impact: Annotated[str | None, typer.Option("--impact", help="none | minor | major | critical")] = None,
+    component: Annotated[list[str] | None, typer.Option("--component", help="An affected component.")] = None,
+    channel: Annotated[list[str] | None, typer.Option("--channel", help="Send only here (repeat).")] = None,
+    config: ConfigOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record an update (opening an incident without --incident) and broadcast it."""
+    from broadcaster.broadcasts import create_broadcast, parse_request
+    from broadcaster.worker import enqueue
+
+    settings = settings_from(config)
+    request = parse_request(
+        {
+            "incident_id": incident,
+            "title": title,
+            "status": status,
+            "message": message,
+            "impact": impact,
+            "components": component or [],
+            "channels": channel or [],
+        }
+    )
+    start_delivering(settings)
+    broadcast_id, delivery_ids = create_broadcast(settings, request)
+    enqueue_or_warn(enqueue, delivery_ids)
+    finish(settings, broadcast_id, wait or settings.embedded, timeout, as_json)
+
+
+def enqueue_or_warn(enqueue: Callable[[Sequence[str]], None], delivery_ids: Sequence[str]) -> None:
+    from kombu.exceptions import OperationalError
+
+    try:
+        enqueue(delivery_ids)
+    except OperationalError as exc:
+        err.print(
+            f"broadcaster: warning: the broker is unreachable ({exc}); {len(delivery_ids)} deliveries are recorded "
+            "as pending and will be sent once it is back",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def preview(
+    status: Annotated[str, typer.Option("--status")],
+    message: Annotated[str, typer.Option("--message")],
+    incident: Annotated[str | None, typer.Option("--incident")] = None,
+    title: Annotated[str | None, typer.Option("--title")] = None,
+    impact: Annotated[str | None, typer.Option("--impact")] = None,
+    component: Annotated[list[str] | None, typer.Option("--component")] = None,
+    channel: Annotated[list[str] | None, typer.Option("--channel")] = None,
+    config: ConfigOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print what each channel would send, with its size and warnings; send nothing."""
+    from broadcaster import broadcasts
+
+    settings = settings_from(config)
+    request = broadcasts.parse_request(
+        {
+            "incident_id": incident,
+            "title": title,
+            "status": status,
+            "message": message,
+            "impact": impact,
+            "components": component or [],
+            "channels": channel or [],
+        }
+    )
+    messages = broadcasts.preview(settings, request)
+    if as_json:
+        print_json({name: m.model_dump(mode="json") for name, m in messages.items()})
+        return
+    for name, rendered in messages.items():
+        kind = settings.channels[name].type
+        out.rule(f"{name} ({kind})", style="bold")
+        for part, text in rendered.parts.items():
+            out.print(f"[bold]{part}[/]:", highlight=False)
+            out.print(text, markup=False, highlight=False)
+        sizes = ", ".join(f"{k}: {v}" for k, v in rendered.size.items())
+        if sizes:
+            out.print(f"[dim]size[/] {sizes}", markup=True)
+        for warning in rendered.warnings:
+            out.print(f"[yellow]warning:[/] {warning}")
+
+
+@app.command()
+def deliveries(
+    incident: Annotated[str | None, typer.Option("--incident")] = None,
+    broadcast: Annotated[str | None, typer.Option("--broadcast")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="pending | sending | retrying | delivered | failed")] = None,
+    channel: Annotated[str | None, typer.Option("--channel")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List deliveries from the log (failed ones with their reasons: the dead letters)."""
+    from broadcaster.models import DeliveryStatus
+    from broadcaster.queries import find_deliveries
+
+    if status is not None and status not in DeliveryStatus.__members__:
+        fail(f"--status must be one of {', '.join(DeliveryStatus.__members__)}, not {status!r}")
+    settings = settings_from(config)
+    rows = find_deliveries(settings, incident=incident, broadcast=broadcast, status=status, channel=channel)
+    if as_json:
+        print_json(rows)
+    else:
+        deliveries_table(rows)
+
+
+@app.command()
+def retry(
+    delivery: Annotated[str | None, typer.Option("--delivery", help="A failed delivery.")] = None,
+    broadcast: Annotated[str | None, typer.Option("--broadcast", help="Every failed delivery of a broadcast.")] = None,
+    config: ConfigOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send failed deliveries again, with a fresh retry budget."""
+    from broadcaster.broadcasts import retry_failed
+    from broadcaster.queries import find_deliveries, wait_for
+    from broadcaster.worker import enqueue
+
+    if (delivery is None) == (broadcast is None):
+        fail("give exactly one of --delivery ID or --broadcast ID")
+    settings = settings_from(config)
+    finished = True
+    start_delivering(settings)
+    ids = retry_failed(settings, delivery_id=delivery, broadcast_id=broadcast)
+    enqueue_or_warn(enqueue, ids)
+    if ids and (wait or settings.embedded):
+        broadcast_ids = {row["broadcast_id"] for row in find_deliveries(settings, ids=ids)}
+        finished = wait_for(settings, sorted(broadcast_ids), timeout)
+    rows = find_deliveries(settings, ids=ids) if ids else []
+    if as_json:
+        print_json(rows)
+    elif not ids:
+        out.print("no failed deliveries to send again")
+    else:
+        deliveries_table(rows)
+    if any(row["status"] == "failed" for row in rows):
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if finished else EXIT_TIMEOUT)
+
+
+@app.command()
+def worker(
+    beat: Annotated[bool, typer.Option("--beat", help="Also run the scheduler (reminders, sweeps).")] = False,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1)] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
+    config: ConfigOption = None,
+) -> None:
+    """Run a Celery worker on broker_url (the same as `celery -A broadcaster.worker worker`)."""
+    settings = settings_from(config)
+    if settings.embedded:
+        fail("broker_url is empty (embedded mode): deliveries run inside `broadcaster send`; "
+             "set broker_url (BROADCASTER_BROKER_URL) to run workers")
+    from broadcaster.worker import app as celery_app, use_settings
+
+    use_settings(settings)
+    argv = ["worker", f"--loglevel={loglevel}"]
+    if beat:
+        argv.append("--beat")
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Check each configured channel's credentials and reachability without posting anything customers see."""
+    from broadcaster.broadcasts import build_channel
+    from broadcaster.delivery import redact
+    from broadcaster.errors import DeliveryError
+
+    settings = settings_from(config)
+    if not settings.channels:
+        fail("no channels are configured")
+    ready = True
+    for name, channel_config in settings.channels.items():
+        channel = build_channel(settings, name)
+        try:
+            verdict, ok = channel.check(), True
+        except (DeliveryError, NotImplementedError) as exc:
+            verdict, ok = redact(str(exc), channel_config), False
+        finally:
+            channel.close()
+        ready &= ok
+        mark = "[green]ready[/]" if ok else "[red]not ready[/]"
+        out.print(f"{name} ({channel_config.type}): {mark}: ", end="")
+        out.print(verdict, markup=False, highlight=False)
+    raise typer.Exit(EXIT_OK if ready else EXIT_FAILED)
+
+
+@app.command()
+def secret() -> None:
+    """Print a new Standard Webhooks signing secret (whsec_...) for a webhook channel."""
+    from channels.webhook import new_secret
+
+    sys.stdout.write(new_secret() + "\n")
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a whole broadcast against local provider emulators: no account, no network, no Redis."""
+    from broadcaster.demo import run_demo
+
+    raise typer.Exit(run_demo(settings_from(config), out, as_json))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: every error is one line on stderr with the contract's exit code."""
+    try:
+        result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.UsageError as exc:
+        err.print(f"broadcaster: error: {exc.format_message()}", markup=False, soft_wrap=True)
+        return EXIT_INPUT
+    except click.exceptions.Abort:
+        err.print("broadcaster: aborted")
+        return 130
+    except BroadcasterError as exc:
+        err.print(f"broadcaster: error: {exc}", markup=False, soft_wrap=True)
+        return EXIT_INPUT
+    except Exception as exc:
+        if os.environ.get("BROADCASTER_DEBUG"):
+            raise
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        err.print(
+            f"broadcaster: internal error: {type(exc).__name__}: {first_line} (BROADCASTER_DEBUG=1 shows the traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

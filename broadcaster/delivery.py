@@ -1,0 +1,189 @@
+"""One attempt at one delivery: claim the row, send, record the attempt, decide what comes next.
+
+The database row is the truth. A claim is a conditional UPDATE (pending/retrying -> sending), so two
+workers handed the same delivery never both send it, and a delivery already delivered is never sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+from sqlalchemy import or_, update
+
+from broadcaster.broadcasts import build_channel
+from broadcaster.db import session_scope
+from broadcaster.errors import ConfigError, DeliveryError, PermanentError, RateLimited, TransientError
+from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, utcnow
+from broadcaster.settings import RetrySettings, Settings
+from channels import ChannelConfig, Message, SendContext, SendResult
+
+log = logging.getLogger(__name__)
+
+#: a task that arrives this early for a `retrying` delivery still claims it (clocks and timers differ slightly)
+EARLY = timedelta(milliseconds=50)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: str
+    channel: str
+    target: str
+    attempt: int
+    budget_used: int
+    message: Message
+    state: dict[str, object]
+
+
+def backoff_delay(retry: RetrySettings, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(backoff_max, backoff * 2^(attempt-1))]."""
+    ceiling = min(retry.backoff_max.total_seconds(), retry.backoff.total_seconds() * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
+
+
+def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
+    """Take the delivery for one attempt; or seconds until it is due; or None when there is nothing to do."""
+    now = utcnow()
+    with session_scope(settings.database_url) as session:
+        claimed = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]),
+                or_(Delivery.due_at.is_(None), Delivery.due_at <= now + EARLY),
+            )
+            .values(
+                status=DeliveryStatus.sending,
+                attempts=Delivery.attempts + 1,
+                lease_until=now + settings.delivery.lease,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        row = session.get(Delivery, delivery_id)
+        if row is None:
+            log.warning("delivery %s is not in the log; dropping its task", delivery_id)
+            return None
+        if not claimed:
+            if row.status == DeliveryStatus.retrying and row.due_at and row.due_at > now:
+                return (row.due_at - now).total_seconds()
+            return None
+        session.refresh(row)
+        broadcast = session.get(Broadcast, row.broadcast_id)
+        assert broadcast is not None
+        message = Message.model_validate(broadcast.renderings[row.channel])
+        return Claimed(
+            row.id, row.channel, row.target, row.attempts, row.attempts - row.budget_from, message, dict(row.state)
+        )
+
+
+def send(settings: Settings, claimed: Claimed) -> tuple[SendResult | None, DeliveryError | None, dict[str, object]]:
+    """Send through the channel's adapter; every failure comes back as one of our DeliveryErrors."""
+    context = SendContext(delivery_id=claimed.delivery_id, attempt=claimed.attempt, state=dict(claimed.state))
+    if claimed.channel not in settings.channels:
+        return None, PermanentError(f"channel {claimed.channel!r} is not in this worker's configuration"), {}
+    try:
+        channel = build_channel(settings, claimed.channel)
+    except ConfigError as exc:
+        return None, PermanentError(str(exc)), {}
+    try:
+        return channel.send(claimed.message, claimed.target, context), None, context.state
+    except DeliveryError as exc:
+        return None, exc, context.state
+    except Exception as exc:  # an adapter bug must not lose the delivery: record it and retry
+        log.exception("channel %s raised an unexpected error", claimed.channel)
+        return None, TransientError(f"unexpected {type(exc).__name__}: {exc}"), context.state
+    finally:
+        channel.close()
+
+
+def run_attempt(settings: Settings, delivery_id: str) -> float | None:
+    """Make one attempt; return seconds until the next one should run, or None when done (or not ours)."""
+    claimed = claim(settings, delivery_id)
+    if not isinstance(claimed, Claimed):
+        return claimed
+    started = utcnow()
+    clock = time.monotonic()
+    result, error, state = send(settings, claimed)
+    duration = time.monotonic() - clock
+    return record(settings, claimed, started, duration, result, error, state)
+
+
+def record(
+    settings: Settings,
+    claimed: Claimed,
+    started: datetime,
+    duration: float,
+    result: SendResult | None,
+    error: DeliveryError | None,
+    state: dict[str, object],
+) -> float | None:
+    retry = settings.retry_for(claimed.channel) if claimed.channel in settings.channels else RetrySettings()
+    config = settings.channels.get(claimed.channel)
+    reason = redact(str(error), config) if error else None
+    delay: float | None = None
+    if error is None:
+        outcome, status = Outcome.delivered, DeliveryStatus.delivered
+    elif isinstance(error, PermanentError):
+        outcome, status = Outcome.permanent, DeliveryStatus.failed
+    else:
+        outcome = Outcome.rate_limited if isinstance(error, RateLimited) else Outcome.transient
+        if claimed.budget_used >= retry.max_attempts:
+            status = DeliveryStatus.failed
+            reason = f"{reason} (gave up after {claimed.budget_used} attempts)"
+        else:
+            status = DeliveryStatus.retrying
+            delay = backoff_delay(retry, claimed.budget_used)
+            if isinstance(error, RateLimited) and error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+    now = utcnow()
+    provider_id = result.provider_id if result else None
+    with session_scope(settings.database_url) as session:
+        session.add(
+            Attempt(
+                delivery_id=claimed.delivery_id,
+                number=claimed.attempt,
+                outcome=outcome,
+                error=reason,
+                provider_id=provider_id,
+                started_at=started,
+                duration_seconds=duration,
+            )
+        )
+        # Only while our claim holds: a lease that ran out may have passed the delivery to another worker.
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == claimed.delivery_id,
+                Delivery.status == DeliveryStatus.sending,
+                Delivery.attempts == claimed.attempt,
+            )
+            .values(
+                status=status,
+                provider_id=provider_id,
+                error=reason,
+                state=state,
+                lease_until=None,
+                due_at=now + timedelta(seconds=delay) if delay is not None else None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    log.info(
+        "delivery %s attempt %d: %s%s", claimed.delivery_id, claimed.attempt, outcome, f" ({reason})" if reason else ""
+    )
+    return delay
+
+
+def redact(text: str, config: ChannelConfig | None) -> str:
+    """Remove every configured secret of the channel from a message bound for the log."""
+    if config is None:
+        return text
+    for value in config.__dict__.values():
+        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
+            text = text.replace(value.get_secret_value(), "***")
+    return text

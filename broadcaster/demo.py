@@ -1,0 +1,102 @@
+"""``broadcaster demo``: a whole broadcast against the sandbox, with a flaky channel and a rejected recipient."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from broadcaster.sandbox import Answer, Sandbox
+from broadcaster.settings import RetrySettings, Settings
+from channels import channel_types
+
+REQUESTS_FILE = Path("broadcaster-demo-requests.json")
+#: the demo channel of each type, by the name it gets in the demo configuration
+DEMO_NAMES = {"webhook": "blog", "email": "customers", "twitter": "x", "slack": "ops", "sms": "sms"}
+
+
+def demo_settings(settings: Settings, sandbox: Sandbox) -> Settings:
+    """The user's database and links, every channel pointed at the sandbox, embedded, fast retries."""
+    channels = {}
+    for kind in sorted(sandbox.emulators):
+        name = DEMO_NAMES.get(kind, kind)
+        channels[name] = channel_types()[kind].Config.model_validate(sandbox.channel_config(kind, name))
+    return settings.model_copy(
+        update={
+            "broker_url": "",
+            "channels": channels,
+            "retry": RetrySettings(max_attempts=4, backoff=timedelta(milliseconds=300), backoff_max=timedelta(seconds=2)),
+        }
+    )
+
+
+def script_faults(sandbox: Sandbox) -> list[str]:
+    """Make the demo show retries and a permanent failure; return what a viewer should expect."""
+    sandbox.http.script("webhook", Answer(500, {"error": "blog is restarting"}), Answer(503, {"error": "still busy"}))
+    sandbox.smtp.reject.add("bo@example.com")
+    expected = ["the blog webhook answers 500 and 503, then accepts: delivered on attempt 3",
+                "bo@example.com is refused by the mail server (550): failed after 1 attempt"]
+    if "sms" in sandbox.emulators:
+        expected.append(sandbox.emulators["sms"].reject_one())  # type: ignore[attr-defined]
+    return expected
+
+
+def run_demo(settings: Settings, console: Console, as_json: bool) -> int:
+    from broadcaster.broadcasts import create_broadcast, parse_request
+    from broadcaster.cli import deliveries_table, print_json, watch
+    from broadcaster.queries import broadcast_summary
+    from broadcaster.worker import enqueue, start_embedded_worker, use_settings
+
+    with Sandbox() as sandbox:
+        settings = use_settings(demo_settings(settings, sandbox))
+        expected = script_faults(sandbox)
+        if not as_json:
+            console.print(f"[bold]Sandbox[/] on {sandbox.http.url} (HTTP) and 127.0.0.1:{sandbox.smtp.port} (SMTP)")
+            console.print("Channels: " + ", ".join(f"{n} ({c.type})" for n, c in settings.channels.items()))
+            for line in expected:
+                console.print(f"  scripted: {line}")
+        request = parse_request(
+            {
+                "title": "Elevated API error rates",
+                "status": "investigating",
+                "impact": "major",
+                "components": ["API", "Dashboard"],
+                "message": "We are seeing elevated error rates on the API and are investigating. "
+                "Dashboard logins may fail intermittently.",
+            }
+        )
+        start_embedded_worker()
+        broadcast_id, delivery_ids = create_broadcast(settings, request)
+        enqueue(delivery_ids)
+        watch(settings, broadcast_id, timeout=120, live=not as_json)
+        summary = broadcast_summary(settings, broadcast_id)
+        requests = [_recorded(r) for r in sandbox.http.received()] + [
+            {"endpoint": "smtp", "from": m.sender, "to": m.recipients, "subject": m.message["subject"]}
+            for m in sandbox.smtp.received()
+        ]
+    REQUESTS_FILE.write_text(json.dumps(requests, indent=2) + "\n")
+    if as_json:
+        print_json(summary)
+    else:
+        deliveries_table(summary["deliveries"], title=f"broadcast {broadcast_id}: {summary['status']}")
+        console.print(f"\nThe sandbox recorded {len(requests)} requests: {REQUESTS_FILE}")
+        console.print("Look next:")
+        console.print(f"  broadcaster deliveries --broadcast {broadcast_id}")
+        console.print("  broadcaster deliveries --status failed")
+        console.print(f"  broadcaster retry --broadcast {broadcast_id}")
+    unfinished = [d for d in summary["deliveries"] if d["status"] not in ("delivered", "failed")]
+    return 0 if not unfinished else 3
+
+
+def _recorded(request: Any) -> dict[str, Any]:
+    return {
+        "endpoint": request.endpoint,
+        "method": request.method,
+        "path": request.path,
+        "status": request.status,
+        "scripted": request.scripted,
+        "body": request.body.decode(errors="replace")[:2000],
+    }

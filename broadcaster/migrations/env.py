@@ -1,0 +1,10 @@
+"""Alembic runs on the connection that ``broadcaster.db.migrate`` hands it."""
+
+from alembic import context
+
+from broadcaster.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

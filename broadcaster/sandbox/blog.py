@@ -1,0 +1,32 @@
+"""The blog's webhook receiver: verifies the Standard Webhooks signature like a real receiver would."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from broadcaster.sandbox import Emulator
+from broadcaster.sandbox.http import Answer, Request
+
+SECRET = "whsec_c2FuZGJveC1ibG9nLXNpZ25pbmcta2V5LTAwMDE="
+
+
+class BlogReceiver(Emulator):
+    type = "webhook"
+
+    def install(self) -> None:
+        self.sandbox.http.route("POST", r"/blog/(?P<name>[a-z0-9-]+)", "webhook", self.receive)
+
+    def receive(self, request: Request, match: re.Match[str]) -> Answer:
+        try:
+            Webhook(SECRET).verify(request.body, request.headers)
+        except WebhookVerificationError as exc:
+            request.note["verified"] = False
+            return Answer(401, {"error": f"signature: {exc}"})
+        request.note["verified"] = True
+        return Answer(200, {"received": request.header("webhook-id")})
+
+    def channel_config(self, name: str) -> dict[str, Any]:
+        return {"type": "webhook", "url": f"{self.sandbox.http.url}/blog/{name}", "secret": SECRET}

@@ -1,0 +1,183 @@
+"""A loopback HTTP server for provider emulators: routes, recorded requests and scripted faults."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+#: how long a scripted hang holds a request before giving up (tests never wait this long)
+HANG_LIMIT = 120.0
+
+
+@dataclass
+class Answer:
+    """What an endpoint answers: a status, a body and headers; or a delay, a hang, a closed connection."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    hang: bool = False
+    close: bool = False
+
+    def encoded(self) -> tuple[bytes, str]:
+        if self.body is None:
+            return b"", "text/plain"
+        if isinstance(self.body, bytes):
+            return self.body, "application/octet-stream"
+        if isinstance(self.body, str):
+            return self.body.encode(), "text/plain; charset=utf-8"
+        return json.dumps(self.body).encode(), "application/json"
+
+
+@dataclass
+class Request:
+    """One request an emulator received, and what it answered."""
+
+    endpoint: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str]
+    at: float
+    status: int = 0
+    scripted: bool = False
+    note: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.body.decode(), keep_blank_values=True)
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+Handler = Callable[[Request, re.Match[str]], Answer]
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    endpoint: str
+    handler: Handler
+
+
+class HttpSandbox:
+    """Serves the registered routes on 127.0.0.1; answers scripted faults first, then the emulator's own."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self.requests: list[Request] = []
+        self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    def route(self, method: str, pattern: str, endpoint: str, handler: Handler) -> None:
+        self.routes.append(Route(method, re.compile(pattern + "$"), endpoint, handler))
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "the sandbox is not running"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def script(self, endpoint: str, *answers: Answer) -> None:
+        """Answer the next requests to ``endpoint`` with ``answers``, in order, before the normal answers."""
+        with self._lock:
+            self._scripts[endpoint].extend(answers)
+
+    def received(self, endpoint: str | None = None) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if endpoint is None or r.endpoint == endpoint]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._scripts.clear()
+
+    def start(self) -> None:
+        sandbox = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                sandbox._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        self._stopping.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="sandbox-http", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("content-length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        parts = urlsplit(handler.path)
+        request = Request(
+            endpoint="unknown",
+            method=handler.command,
+            path=parts.path,
+            headers=dict(handler.headers.items()),
+            body=body,
+            params={k: v[0] for k, v in parse_qs(parts.query).items()},
+            at=time.time(),
+        )
+        answer = Answer(404, {"error": "no such endpoint in the sandbox"})
+        for route in self.routes:
+            match = route.pattern.match(parts.path)
+            if match and route.method == handler.command:
+                request.endpoint = route.endpoint
+                with self._lock:
+                    scripted = self._scripts[route.endpoint].popleft() if self._scripts[route.endpoint] else None
+                request.scripted = scripted is not None
+                answer = scripted or route.handler(request, match)
+                break
+        request.status = answer.status
+        with self._lock:
+            self.requests.append(request)
+        if answer.delay:
+            self._stopping.wait(answer.delay)
+        if answer.hang:
+            self._stopping.wait(HANG_LIMIT)
+            answer.close = True
+        if answer.close:
+            handler.close_connection = True
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        payload, content_type = answer.encoded()
+        handler.send_response(answer.status)
+        headers = {"Content-Type": content_type, **answer.headers, "Content-Length": str(len(payload))}
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(payload)

@@ -1,0 +1,23 @@
+"""The SMTP emulator's channel table; the server itself is ``SmtpSandbox``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broadcaster.sandbox import Emulator
+
+RECIPIENTS = ["ana@example.com", "bo@example.com", "chen@example.com"]
+
+
+class MailEmulator(Emulator):
+    type = "email"
+
+    def channel_config(self, name: str) -> dict[str, Any]:
+        return {
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": self.sandbox.smtp.port,
+            "starttls": False,
+            "sender": "status@example.com",
+            "recipients": list(RECIPIENTS),
+        }

@@ -1,0 +1,88 @@
+"""A loopback SMTP server (aiosmtpd) that records what it accepts and rejects what it is told to."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    content: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SmtpSandbox:
+    """``reject`` recipients get ``550`` at RCPT; ``script(...)`` answers the next DATA commands."""
+
+    def __init__(self) -> None:
+        self.mails: list[Mail] = []
+        self.reject: set[str] = set()
+        self._scripts: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+        self.port = 0
+
+    def script(self, *replies: str) -> None:
+        """Answer the next DATA commands with these replies (e.g. ``"451 4.3.0 try again later"``)."""
+        with self._lock:
+            self._scripts.extend(replies)
+
+    def received(self) -> list[Mail]:
+        with self._lock:
+            return list(self.mails)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.mails.clear()
+            self.reject.clear()
+            self._scripts.clear()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.lower() in {r.lower() for r in self.reject}:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            if self._scripts:
+                return self._scripts.popleft()
+            self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 2.0.0 OK queued"
+
+    def start(self) -> None:
+        for _ in range(5):
+            self.port = free_port()
+            self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+            try:
+                self._controller.start()
+                return
+            except RuntimeError:
+                continue
+        raise RuntimeError("cannot start the sandbox SMTP server")
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None

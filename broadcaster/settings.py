@@ -1,0 +1,203 @@
+"""Configuration: command-line options > ``BROADCASTER_*`` environment > TOML file > defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from broadcaster.errors import ConfigError
+from broadcaster.units import Duration
+from channels import ChannelConfig, channel_types
+
+CONFIG_ENV = "BROADCASTER_CONFIG"
+DEFAULT_CONFIG = Path("broadcaster.toml")
+_CHANNEL_NAME = re.compile(r"^[a-z0-9-]+$")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class RetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff: Duration = timedelta(seconds=2)
+    backoff_max: Duration = timedelta(minutes=5)
+
+
+class DeliverySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lease: Duration = timedelta(minutes=2)
+    sweep_every: Duration = timedelta(seconds=30)
+
+
+class ReminderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    check_every: Duration = timedelta(minutes=1)
+    after: Duration | dict[str, Duration] = timedelta(minutes=30)
+    channels: list[str] = ["ops"]
+
+
+class ApiToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    token: SecretStr | None = None
+    token_sha256: str | None = None
+    scopes: list[str] = ["read"]
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[ApiToken] = []
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see ``config/broadcaster.example.toml``."""
+
+    model_config = SettingsConfigDict(env_prefix="BROADCASTER_", env_nested_delimiter="__", extra="forbid")
+
+    broker_url: str = ""
+    database_url: str = "sqlite:///broadcaster.db"
+    public_url: str = "https://status.example.com"
+    retry: RetrySettings = RetrySettings()
+    delivery: DeliverySettings = DeliverySettings()
+    reminders: ReminderSettings = ReminderSettings()
+    api: ApiSettings = ApiSettings()
+    templates_dir: str | None = None
+    channels: dict[str, ChannelConfig] = {}
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _typed_channels(cls, raw: Any) -> Any:
+        """Validate each channel table against its own type's keys."""
+        if not isinstance(raw, dict):
+            return raw
+        types = channel_types()
+        typed: dict[str, Any] = {}
+        for name, table in raw.items():
+            if not _CHANNEL_NAME.match(name):
+                raise ValueError(f"channel name {name!r} may hold only lower-case letters, digits and '-'")
+            if isinstance(table, ChannelConfig):
+                typed[name] = table
+                continue
+            kind = table.get("type") if isinstance(table, dict) else None
+            if kind not in types:
+                known = ", ".join(sorted(types))
+                raise ValueError(f"channels.{name}.type must be one of {known}, not {kind!r}")
+            try:
+                typed[name] = types[kind].Config.model_validate(table)
+            except ValidationError as exc:
+                raise ValueError(f"channels.{name}.{_first_error(exc)}") from None
+        return typed
+
+    @model_validator(mode="after")
+    def _known_fallbacks(self) -> Settings:
+        for name, channel in self.channels.items():
+            for other in channel.fallback:
+                if other not in self.channels:
+                    raise ValueError(f"channels.{name}.fallback names unknown channel {other!r}")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    def retry_for(self, channel: str) -> RetrySettings:
+        """The global ``[retry]`` with the channel's own overrides applied."""
+        overrides = self.channels[channel].retry.model_dump(exclude_none=True)
+        return self.retry.model_copy(update=overrides)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The TOML file, with ``${NAME}`` read from the environment."""
+
+    path: Path | None = None
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        return _interpolate(read_toml(self.path), "")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _interpolate(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{key}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{key}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return _VARIABLE.sub(lookup, value)
+    return value
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    location = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The configuration file in force: ``--config``, else ``BROADCASTER_CONFIG``, else ``./broadcaster.toml``."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the configuration; any problem is one ``ConfigError`` line."""
+    source = config_path(path)
+    _TomlSource.path = source
+    where = f"{source}: " if source else ""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(f"configuration error: {where}{_first_error(exc)}") from None
+    finally:
+        _TomlSource.path = None

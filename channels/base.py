@@ -1,0 +1,116 @@
+"""The one small interface every channel adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from broadcaster.units import Duration, RateLimitSetting
+
+
+class RetryOverrides(BaseModel):
+    """A channel's own ``[retry]`` keys; unset keys take the global ones."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    backoff: Duration | None = None
+    backoff_max: Duration | None = None
+
+
+class ChannelConfig(BaseModel):
+    """Keys every ``[channels.NAME]`` table takes; each channel type adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    enabled: bool = True
+    fallback: list[str] = []
+    fallback_after: Duration = timedelta(minutes=5)
+    rate_limit: RateLimitSetting = None
+    retry: RetryOverrides = RetryOverrides()
+
+
+class HttpChannelConfig(ChannelConfig):
+    """A channel that talks to a provider's HTTP API."""
+
+    api_base_url: str | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+
+class Message(BaseModel):
+    """One channel's rendering of an update: its text parts, structured data, size and warnings."""
+
+    parts: dict[str, str]
+    data: dict[str, Any] = {}
+    size: dict[str, Any] = {}
+    warnings: list[str] = []
+
+
+class SendContext(BaseModel):
+    """What a send knows about the delivery it serves; ``state`` persists across attempts."""
+
+    delivery_id: str
+    attempt: int
+    state: dict[str, Any] = {}
+
+
+class SendResult(BaseModel):
+    provider_id: str | None = None
+    note: str | None = None
+
+
+C = TypeVar("C", bound=ChannelConfig)
+
+
+class Channel(ABC, Generic[C]):
+    """A channel adapter: renders into its own shape and sends one message to one target.
+
+    ``send`` returns a ``SendResult`` or raises a ``broadcaster.errors.DeliveryError``;
+    its SDK's own exceptions never escape it.
+    """
+
+    type: ClassVar[str]
+    Config: ClassVar[type[ChannelConfig]]
+    #: template part name -> file name under ``templates/<type>/<event>/`` (``.j2`` appended)
+    templates: ClassVar[dict[str, str]]
+
+    def __init__(self, name: str, config: C) -> None:
+        self.name = name
+        self.config = config
+
+    def targets(self) -> list[str]:
+        """Where one broadcast sends: one delivery per target."""
+        return [self.name]
+
+    def shape(self, parts: dict[str, str], context: dict[str, Any]) -> Message:
+        """Turn rendered template parts into the message this channel sends."""
+        return Message(parts={key: value.strip() for key, value in parts.items()})
+
+    @abstractmethod
+    def send(self, message: Message, target: str, context: SendContext) -> SendResult:
+        """Send one message to one target."""
+
+    def check(self) -> str:
+        """Verify credentials and reachability without posting; return what was verified."""
+        raise NotImplementedError(f"{self.type} channels have no check yet")
+
+    def close(self) -> None:
+        """Release connections held between sends."""
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Read a ``Retry-After`` header: seconds, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,160 @@
+"""Email over SMTP: one multipart/alternative message per recipient."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any, ClassVar
+
+from pydantic import SecretStr, field_validator, model_validator
+
+from broadcaster.errors import PermanentError, TransientError
+from broadcaster.units import Duration
+from channels.base import Channel, ChannelConfig, Message, SendContext, SendResult
+
+
+def _address(value: str) -> str:
+    _, address = parseaddr(value)
+    local, _, domain = address.rpartition("@")
+    if not local or "." not in domain or any(c.isspace() for c in address):
+        raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+class EmailConfig(ChannelConfig):
+    host: str
+    port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str
+    recipients: list[str] = []
+    reply_to: str | None = None
+    timeout: Duration = timedelta(seconds=30)
+    audience: str | None = None
+
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        return _address(value) if value is not None else None
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, values: list[str]) -> list[str]:
+        return [_address(value) for value in values]
+
+    @model_validator(mode="after")
+    def _someone(self) -> EmailConfig:
+        if not self.recipients and not self.audience:
+            raise ValueError("recipients: an email channel needs at least one recipient")
+        if self.ssl and self.starttls and self.port == 465:
+            self.starttls = False
+        return self
+
+
+class EmailChannel(Channel[EmailConfig]):
+    type: ClassVar[str] = "email"
+    Config = EmailConfig
+    templates: ClassVar[dict[str, str]] = {"subject": "subject.txt", "text": "body.txt", "html": "body.html"}
+
+    def targets(self) -> list[str]:
+        return list(self.config.recipients)
+
+    def shape(self, parts: dict[str, str], context: dict[str, Any]) -> Message:
+        message = super().shape(parts, context)
+        message.parts["subject"] = " ".join(message.parts["subject"].split())
+        message.size = {"subject": message.parts["subject"]}
+        return message
+
+    def compose(self, message: Message, target: str, delivery_id: str) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = self.config.sender
+        email["To"] = target
+        email["Subject"] = message.parts["subject"]
+        email["Date"] = formatdate(localtime=False, usegmt=True)
+        # One Message-ID per delivery, the same on every retry, so receivers can drop a duplicate.
+        domain = parseaddr(self.config.sender)[1].rpartition("@")[2]
+        email["Message-ID"] = f"<{delivery_id}@{domain}>"
+        if self.config.reply_to:
+            email["Reply-To"] = self.config.reply_to
+        email.set_content(message.parts["text"] + "\n")
+        email.add_alternative(message.parts["html"] + "\n", subtype="html")
+        return email
+
+    def connect(self) -> smtplib.SMTP:
+        config = self.config
+        timeout = config.timeout.total_seconds()
+        if config.ssl:
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(config.host, config.port, timeout=timeout)
+        else:
+            smtp = smtplib.SMTP(config.host, config.port, timeout=timeout)
+        try:
+            smtp.ehlo()
+            if config.starttls and not config.ssl:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if config.username:
+                password = config.password.get_secret_value() if config.password else ""
+                smtp.login(config.username, password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def send(self, message: Message, target: str, context: SendContext) -> SendResult:
+        email = self.compose(message, target, context.delivery_id)
+        with _smtp_errors(self.config.host, self.config.port):
+            smtp = self.connect()
+            try:
+                smtp.send_message(email, to_addrs=[target])
+            finally:
+                _quietly_quit(smtp)
+        return SendResult(provider_id=str(email["Message-ID"]))
+
+    def check(self) -> str:
+        with _smtp_errors(self.config.host, self.config.port):
+            smtp = self.connect()
+            _quietly_quit(smtp)
+        steps = ["connected"] + (["STARTTLS"] if self.config.starttls else []) + (["login"] if self.config.username else [])
+        return f"{self.config.host}:{self.config.port}: " + ", ".join(steps)
+
+
+@contextmanager
+def _smtp_errors(host: str, port: int) -> Iterator[None]:
+    """Map smtplib's and the socket's exceptions into transient or permanent errors."""
+    where = f"{host}:{port}"
+    try:
+        yield
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reply = next(iter(exc.recipients.values()))
+        raise _by_code(code, f"{where} refused the recipient: {code} {_text(reply)}") from exc
+    except smtplib.SMTPAuthenticationError as exc:
+        raise PermanentError(f"{where} rejected the login: {exc.smtp_code} {_text(exc.smtp_error)}") from exc
+    except smtplib.SMTPResponseException as exc:
+        raise _by_code(exc.smtp_code, f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}") from exc
+    except smtplib.SMTPNotSupportedError as exc:
+        raise PermanentError(f"{where}: {exc}") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise TransientError(f"cannot deliver through {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _by_code(code: int, reason: str) -> TransientError | PermanentError:
+    return PermanentError(reason) if 500 <= code < 600 else TransientError(reason)
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
+
+
+def _quietly_quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
