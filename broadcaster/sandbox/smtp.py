@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -18,6 +19,7 @@ class Mail:
     sender: str
     recipients: list[str]
     content: bytes
+    received_at: float = field(default_factory=time.time)
 
     @property
     def message(self) -> EmailMessage:
