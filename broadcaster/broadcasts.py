@@ -141,7 +141,9 @@ def render_all(
         "timeline": [update_view(u) for u in timeline],
         "public_url": settings.public_url,
     }
-    return {name: render(build_channel(settings, name), event, context, settings.templates_dir) for name in names}
+    # Incident updates are templated per incident status (templates/<type>/<status>/), with `default` behind.
+    folder = update.status
+    return {name: render(build_channel(settings, name), folder, context, settings.templates_dir) for name in names}
 
 
 def prepare(session: Session, settings: Settings, request: UpdateRequest) -> tuple[Incident, Update, dict[str, Message]]:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +17,8 @@ from broadcaster.errors import BroadcasterError
 from broadcaster.settings import CONFIG_ENV, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+#: click's usage errors (typer bundles its own copy of click, so take the class from typer's public BadParameter)
+BadUsage: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 app = typer.Typer(
     name="broadcaster",
@@ -153,8 +154,8 @@ def send(
             "channels": channel or [],
         }
     )
-    start_delivering(settings)
     broadcast_id, delivery_ids = create_broadcast(settings, request)
+    start_delivering(settings)
     enqueue_or_warn(enqueue, delivery_ids)
     finish(settings, broadcast_id, wait or settings.embedded, timeout, as_json)
 
@@ -260,8 +261,8 @@ def retry(
         fail("give exactly one of --delivery ID or --broadcast ID")
     settings = settings_from(config)
     finished = True
-    start_delivering(settings)
     ids = retry_failed(settings, delivery_id=delivery, broadcast_id=broadcast)
+    start_delivering(settings)
     enqueue_or_warn(enqueue, ids)
     if ids and (wait or settings.embedded):
         broadcast_ids = {row["broadcast_id"] for row in find_deliveries(settings, ids=ids)}
@@ -350,14 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: every error is one line on stderr with the contract's exit code."""
     try:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.UsageError as exc:
-        err.print(f"broadcaster: error: {exc.format_message()}", markup=False, soft_wrap=True)
-        return EXIT_INPUT
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         err.print("broadcaster: aborted")
         return 130
+    except BadUsage as exc:
+        err.print(f"broadcaster: error: {exc.format_message()}", markup=False, soft_wrap=True)
+        return EXIT_INPUT
     except BroadcasterError as exc:
         err.print(f"broadcaster: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_INPUT

@@ -1,4 +1,4 @@
-"""Render an update for a channel from ``templates/<type>/<event>/<part>.j2`` (falling back to ``default``)."""
+"""Render an update for a channel from ``templates/<type>/<folder>/<part>.j2``, falling back to ``default``."""
 
 from __future__ import annotations
 
@@ -42,12 +42,12 @@ def environment(extra_dir: str | None = None) -> Environment:
     return env
 
 
-def render(channel: Channel, event: str, context: dict[str, Any], templates_dir: str | None = None) -> Message:
-    """Render every template part of ``channel`` for ``event`` and let the channel shape the result."""
+def render(channel: Channel, folder: str, context: dict[str, Any], templates_dir: str | None = None) -> Message:
+    """Render every part of ``channel`` from ``<type>/<folder>/`` (else ``<type>/default/``) and shape it."""
     env = environment(templates_dir)
     parts: dict[str, str] = {}
     for part, filename in channel.templates.items():
-        names = [f"{channel.type}/{event}/{filename}.j2", f"{channel.type}/default/{filename}.j2"]
+        names = [f"{channel.type}/{folder}/{filename}.j2", f"{channel.type}/default/{filename}.j2"]
         name = names[0]
         try:
             template = env.select_template(names)

@@ -7,10 +7,11 @@ consumed by a worker thread inside the command that sent them (``embedded_worker
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import Celery, Task, group
@@ -27,7 +28,7 @@ VISIBILITY_TIMEOUT = 3 * 3600
 
 app = Celery("broadcaster")
 _settings: Settings | None = None
-_embedded: AbstractContextManager[Any] | None = None
+_embedded: Any = None
 _embedded_lock = threading.Lock()
 
 
@@ -98,19 +99,31 @@ def enqueue(delivery_ids: Sequence[str]) -> None:
 def start_embedded_worker(concurrency: int = 8) -> None:
     """Consume the in-memory queue on a worker thread of this process, started once, living until exit.
 
-    It is a real Celery worker (Celery's own embedded-worker helper, thread pool): tasks are serialized,
-    acknowledged, retried with countdowns and timed out exactly as on Redis; only the transport differs.
+    It is a real Celery worker (the WorkController behind Celery's own embedded-worker helper, thread pool):
+    tasks are serialized, acknowledged, retried with countdowns and timed out as on Redis; only the
+    transport differs.
     """
     global _embedded
-    from celery.contrib.testing.worker import start_worker
+    from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
 
     with _embedded_lock:
-        if _embedded is None:
-            running = start_worker(
-                app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="WARNING"
-            )
-            running.__enter__()
-            _embedded = running
+        if _embedded is not None:
+            return
+        setup_app_for_worker(app, "WARNING", None)
+        _embedded = TestWorkController(
+            app=app,
+            hostname=f"embedded-{os.getpid()}@{socket.gethostname()}",
+            concurrency=concurrency,
+            pool="threads",
+            loglevel="WARNING",
+            logfile=None,
+            ready_callback=None,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+        )
+        threading.Thread(target=_embedded.start, name="broadcaster-embedded-worker", daemon=True).start()
+        _embedded.ensure_started()
 
 
 def _configure_on_import() -> None:
