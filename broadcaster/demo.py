@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from broadcaster.sandbox import Answer, Sandbox
+from broadcaster.sandbox import Sandbox
 from broadcaster.settings import RetrySettings, Settings
 from channels import channel_types
 
@@ -34,14 +34,8 @@ def demo_settings(settings: Settings, sandbox: Sandbox) -> Settings:
 
 
 def script_faults(sandbox: Sandbox) -> list[str]:
-    """Make the demo show retries and a permanent failure; return what a viewer should expect."""
-    sandbox.http.script("webhook", Answer(500, {"error": "blog is restarting"}), Answer(503, {"error": "still busy"}))
-    sandbox.smtp.reject.add("bo@example.com")
-    expected = ["the blog webhook answers 500 and 503, then accepts: delivered on attempt 3",
-                "bo@example.com is refused by the mail server (550): failed after 1 attempt"]
-    if "sms" in sandbox.emulators:
-        expected.append(sandbox.emulators["sms"].reject_one())  # type: ignore[attr-defined]
-    return expected
+    """Make the demo show retries and permanent failures; return what a viewer should expect."""
+    return [line for emulator in sandbox.emulators.values() for line in emulator.script_demo()]
 
 
 def run_demo(settings: Settings, console: Console, as_json: bool) -> int:

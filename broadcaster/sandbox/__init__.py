@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from broadcaster.sandbox.http import Answer, HttpSandbox, Request
 from broadcaster.sandbox.smtp import Mail, SmtpSandbox
@@ -30,6 +30,13 @@ class Emulator:
 
     def channel_config(self, name: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget any fault this emulator was told to produce."""
+
+    def script_demo(self) -> list[str]:
+        """Script the faults ``broadcaster demo`` shows off; return what a viewer should expect."""
+        return []
 
 
 @cache
@@ -64,7 +71,7 @@ class Sandbox:
         self.http.stop()
         self.smtp.stop()
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
@@ -73,6 +80,8 @@ class Sandbox:
     def reset(self) -> None:
         self.http.reset()
         self.smtp.reset()
+        for emulator in self.emulators.values():
+            emulator.reset()
 
     def channel_config(self, kind: str, name: str | None = None) -> dict[str, Any]:
         """A ``[channels.NAME]`` table of type ``kind`` that sends to this sandbox."""

@@ -12,6 +12,10 @@ RECIPIENTS = ["ana@example.com", "bo@example.com", "chen@example.com"]
 class MailEmulator(Emulator):
     type = "email"
 
+    def script_demo(self) -> list[str]:
+        self.sandbox.smtp.reject.add(RECIPIENTS[1])
+        return [f"{RECIPIENTS[1]} is refused by the mail server (550): failed after 1 attempt"]
+
     def channel_config(self, name: str) -> dict[str, Any]:
         return {
             "type": "email",
