@@ -126,27 +126,39 @@ def _apply_update(session: Session, request: UpdateRequest) -> tuple[Incident, U
         incident.impact = request.impact
     if request.components:
         incident.components = list(dict.fromkeys([*incident.components, *request.components]))
-    update = Update(id=new_id(), incident_id=incident.id, status=request.status, message=request.message, created_at=now)
+    update = Update(
+        id=new_id(), incident_id=incident.id, status=request.status, message=request.message, created_at=now
+    )
     return incident, update
+
+
+def render_context(
+    settings: Settings, event: str, incident: Incident, update: Update, timeline: Sequence[Update]
+) -> dict[str, Any]:
+    """What every template sees; ``fallback`` names the unavailable channel when a fallback renders."""
+    return {
+        "event": event,
+        "incident": incident_view(incident, settings.public_url),
+        "update": update_view(update),
+        "timeline": [update_view(u) for u in timeline],
+        "public_url": settings.public_url,
+        "fallback": None,
+    }
 
 
 def render_all(
     settings: Settings, names: Sequence[str], event: str, incident: Incident, update: Update, timeline: list[Update]
 ) -> dict[str, Message]:
     """Every channel's message; the first template error stops everything before anything exists."""
-    context = {
-        "event": event,
-        "incident": incident_view(incident, settings.public_url),
-        "update": update_view(update),
-        "timeline": [update_view(u) for u in timeline],
-        "public_url": settings.public_url,
-    }
+    context = render_context(settings, event, incident, update, timeline)
     # Incident updates are templated per incident status (templates/<type>/<status>/), with `default` behind.
     folder = update.status
     return {name: render(build_channel(settings, name), folder, context, settings.templates_dir) for name in names}
 
 
-def prepare(session: Session, settings: Settings, request: UpdateRequest) -> tuple[Incident, Update, dict[str, Message]]:
+def prepare(
+    session: Session, settings: Settings, request: UpdateRequest
+) -> tuple[Incident, Update, dict[str, Message]]:
     """Apply the update in ``session`` (unflushed) and render it for every selected channel."""
     names = select_channels(settings, request.channels)
     incident, update = _apply_update(session, request)

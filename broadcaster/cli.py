@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -18,7 +18,7 @@ from broadcaster.settings import CONFIG_ENV, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
 #: click's usage errors (typer bundles its own copy of click, so take the class from typer's public BadParameter)
-BadUsage: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+BadUsage: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 app = typer.Typer(
     name="broadcaster",
@@ -31,7 +31,8 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML configuration file (else $BROADCASTER_CONFIG or ./broadcaster.toml).")
+    Path | None,
+    typer.Option("--config", help="TOML configuration file (else $BROADCASTER_CONFIG or ./broadcaster.toml)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until every delivery has finished.")]
@@ -73,15 +74,6 @@ def deliveries_table(rows: Sequence[dict[str, Any]], title: str | None = None) -
     out.print(table)
 
 
-def start_delivering(settings: Settings) -> None:
-    """Point the tasks at these settings; in embedded mode, run a worker inside this command."""
-    from broadcaster.worker import start_embedded_worker, use_settings
-
-    use_settings(settings)
-    if settings.embedded:
-        start_embedded_worker()
-
-
 def watch(settings: Settings, broadcast_id: str, timeout: float | None, live: bool) -> bool:
     """Wait for a broadcast to finish, showing its deliveries as they change on a terminal."""
     from rich.live import Live
@@ -108,6 +100,16 @@ def progress_table(rows: Sequence[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(row["channel"], row["target"], row["status"], str(row["attempts"]), row["error"] or "")
     return table
+
+
+def warn_if_undispatched(dispatched: bool, count: int) -> None:
+    if not dispatched:
+        err.print(
+            f"broadcaster: warning: the broker is unreachable; {count} deliveries are recorded as pending "
+            "and will be sent once it is back",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def finish(settings: Settings, broadcast_id: str, wait: bool, timeout: float | None, as_json: bool) -> NoReturn:
@@ -140,7 +142,7 @@ def send(
 ) -> None:
     """Record an update (opening an incident without --incident) and broadcast it."""
     from broadcaster.broadcasts import create_broadcast, parse_request
-    from broadcaster.worker import enqueue
+    from broadcaster.worker import dispatch
 
     settings = settings_from(config)
     request = parse_request(
@@ -155,23 +157,8 @@ def send(
         }
     )
     broadcast_id, delivery_ids = create_broadcast(settings, request)
-    start_delivering(settings)
-    enqueue_or_warn(enqueue, delivery_ids)
+    warn_if_undispatched(dispatch(settings, delivery_ids), len(delivery_ids))
     finish(settings, broadcast_id, wait or settings.embedded, timeout, as_json)
-
-
-def enqueue_or_warn(enqueue: Callable[[Sequence[str]], None], delivery_ids: Sequence[str]) -> None:
-    from kombu.exceptions import OperationalError
-
-    try:
-        enqueue(delivery_ids)
-    except OperationalError as exc:
-        err.print(
-            f"broadcaster: warning: the broker is unreachable ({exc}); {len(delivery_ids)} deliveries are recorded "
-            "as pending and will be sent once it is back",
-            markup=False,
-            soft_wrap=True,
-        )
 
 
 @app.command()
@@ -224,12 +211,15 @@ def preview(
 def deliveries(
     incident: Annotated[str | None, typer.Option("--incident")] = None,
     broadcast: Annotated[str | None, typer.Option("--broadcast")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="pending | sending | retrying | delivered | failed")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="pending | sending | retrying | delivered | failed")
+    ] = None,
     channel: Annotated[str | None, typer.Option("--channel")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List deliveries from the log (failed ones with their reasons: the dead letters)."""
+    from broadcaster.guards import describe, open_circuits
     from broadcaster.models import DeliveryStatus
     from broadcaster.queries import find_deliveries
 
@@ -239,8 +229,14 @@ def deliveries(
     rows = find_deliveries(settings, incident=incident, broadcast=broadcast, status=status, channel=channel)
     if as_json:
         print_json(rows)
-    else:
-        deliveries_table(rows)
+        return
+    deliveries_table(rows)
+    for circuit in open_circuits(settings):
+        out.print(
+            f"circuit open: {circuit.channel} after {circuit.failures} failures in a row; "
+            f"its deliveries wait until {describe(circuit)['open_until']} UTC",
+            markup=False,
+        )
 
 
 @app.command()
@@ -255,15 +251,14 @@ def retry(
     """Send failed deliveries again, with a fresh retry budget."""
     from broadcaster.broadcasts import retry_failed
     from broadcaster.queries import find_deliveries, wait_for
-    from broadcaster.worker import enqueue
+    from broadcaster.worker import dispatch
 
     if (delivery is None) == (broadcast is None):
         fail("give exactly one of --delivery ID or --broadcast ID")
     settings = settings_from(config)
     finished = True
     ids = retry_failed(settings, delivery_id=delivery, broadcast_id=broadcast)
-    start_delivering(settings)
-    enqueue_or_warn(enqueue, ids)
+    warn_if_undispatched(dispatch(settings, ids), len(ids))
     if ids and (wait or settings.embedded):
         broadcast_ids = {row["broadcast_id"] for row in find_deliveries(settings, ids=ids)}
         finished = wait_for(settings, sorted(broadcast_ids), timeout)
@@ -289,9 +284,12 @@ def worker(
     """Run a Celery worker on broker_url (the same as `celery -A broadcaster.worker worker`)."""
     settings = settings_from(config)
     if settings.embedded:
-        fail("broker_url is empty (embedded mode): deliveries run inside `broadcaster send`; "
-             "set broker_url (BROADCASTER_BROKER_URL) to run workers")
-    from broadcaster.worker import app as celery_app, use_settings
+        fail(
+            "broker_url is empty (embedded mode): deliveries run inside `broadcaster send`; "
+            "set broker_url (BROADCASTER_BROKER_URL) to run workers"
+        )
+    from broadcaster.worker import app as celery_app
+    from broadcaster.worker import use_settings
 
     use_settings(settings)
     argv = ["worker", f"--loglevel={loglevel}"]
@@ -303,15 +301,29 @@ def worker(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0: every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the HTTP API: incidents, updates, broadcasts, deliveries, /healthz, /readyz, /metrics."""
+    from broadcaster.api import serve
+
+    serve(settings_from(config), host=host, port=port)
+
+
+@app.command()
 def check(config: ConfigOption = None) -> None:
     """Check each configured channel's credentials and reachability without posting anything customers see."""
     from broadcaster.broadcasts import build_channel
     from broadcaster.delivery import redact
     from broadcaster.errors import DeliveryError
+    from broadcaster.guards import describe, open_circuits
 
     settings = settings_from(config)
     if not settings.channels:
         fail("no channels are configured")
+    circuits = {c.channel: c for c in open_circuits(settings)}
     ready = True
     for name, channel_config in settings.channels.items():
         channel = build_channel(settings, name)
@@ -321,6 +333,8 @@ def check(config: ConfigOption = None) -> None:
             verdict, ok = redact(str(exc), channel_config), False
         finally:
             channel.close()
+        if name in circuits:
+            verdict += f" (circuit open until {describe(circuits[name])['open_until']} UTC)"
         ready &= ok
         mark = "[green]ready[/]" if ok else "[red]not ready[/]"
         out.print(f"{name} ({channel_config.type}): {mark}: ", end="")

@@ -7,11 +7,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Update, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,3 +90,9 @@ def dispose_all() -> None:
             bind = factory.kw["bind"]
             bind.dispose()
         _cache.clear()
+
+
+def changed(session: Session, statement: Update) -> int:
+    """Run a conditional UPDATE; return how many rows it changed (0: the condition no longer held)."""
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return int(cast(CursorResult[Any], result).rowcount)

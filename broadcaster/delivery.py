@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 
 from broadcaster.broadcasts import build_channel
-from broadcaster.db import session_scope
+from broadcaster.db import changed, session_scope, sessions
 from broadcaster.errors import ConfigError, DeliveryError, PermanentError, RateLimited, TransientError
+from broadcaster.fallback import fall_back
+from broadcaster.guards import circuit_hold, rate_hold, record_outcome
 from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, utcnow
 from broadcaster.settings import RetrySettings, Settings
 from channels import ChannelConfig, Message, SendContext, SendResult
@@ -37,6 +39,7 @@ class Claimed:
     budget_used: int
     message: Message
     state: dict[str, object]
+    previous_status: DeliveryStatus
 
 
 def backoff_delay(retry: RetrySettings, attempt: int) -> float:
@@ -49,10 +52,16 @@ def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
     """Take the delivery for one attempt; or seconds until it is due; or None when there is nothing to do."""
     now = utcnow()
     with session_scope(settings.database_url) as session:
-        claimed = session.execute(
+        previous = session.scalar(select(Delivery.status).where(Delivery.id == delivery_id))
+        if previous is None:
+            log.warning("delivery %s is not in the log; dropping its task", delivery_id)
+            return None
+        claimed = changed(
+            session,
             update(Delivery)
             .where(
                 Delivery.id == delivery_id,
+                Delivery.status == previous,
                 Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]),
                 or_(Delivery.due_at.is_(None), Delivery.due_at <= now + EARLY),
             )
@@ -61,23 +70,27 @@ def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
                 attempts=Delivery.attempts + 1,
                 lease_until=now + settings.delivery.lease,
                 updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        row = session.get(Delivery, delivery_id)
+            ),
+        )
+        row = session.get(Delivery, delivery_id, populate_existing=True)
         if row is None:
-            log.warning("delivery %s is not in the log; dropping its task", delivery_id)
             return None
         if not claimed:
             if row.status == DeliveryStatus.retrying and row.due_at and row.due_at > now:
                 return (row.due_at - now).total_seconds()
             return None
-        session.refresh(row)
         broadcast = session.get(Broadcast, row.broadcast_id)
         assert broadcast is not None
-        message = Message.model_validate(broadcast.renderings[row.channel])
+        message = Message.model_validate(row.message or broadcast.renderings[row.channel])
         return Claimed(
-            row.id, row.channel, row.target, row.attempts, row.attempts - row.budget_from, message, dict(row.state)
+            row.id,
+            row.channel,
+            row.target,
+            row.attempts,
+            row.attempts - row.budget_from,
+            message,
+            dict(row.state),
+            DeliveryStatus(previous),
         )
 
 
@@ -101,16 +114,95 @@ def send(settings: Settings, claimed: Claimed) -> tuple[SendResult | None, Deliv
         channel.close()
 
 
-def run_attempt(settings: Settings, delivery_id: str) -> float | None:
-    """Make one attempt; return seconds until the next one should run, or None when done (or not ours)."""
+@dataclass
+class Next:
+    """What the task does after an attempt: run again in ``retry_in`` seconds, and enqueue new deliveries."""
+
+    retry_in: float | None = None
+    enqueue: list[str] = field(default_factory=list)
+
+
+def run_attempt(settings: Settings, delivery_id: str) -> Next:
+    """Make one attempt at a delivery, unless its channel must wait (which costs no attempt)."""
+    waiting = wait_needed(settings, delivery_id)
+    if waiting is not None:
+        return waiting
     claimed = claim(settings, delivery_id)
     if not isinstance(claimed, Claimed):
-        return claimed
+        return Next(retry_in=claimed)
+    # The rate limit is reserved last, right before the send, so the provider sees the limit we reserved.
+    wait = rate_hold(settings, claimed.channel)
+    if wait is not None:
+        release(settings, claimed, wait)
+        return Next(retry_in=wait)
     started = utcnow()
     clock = time.monotonic()
     result, error, state = send(settings, claimed)
     duration = time.monotonic() - clock
-    return record(settings, claimed, started, duration, result, error, state)
+    # A provider that answered at all (even "no") is up; only transient failures count against its circuit.
+    record_outcome(
+        settings, claimed.channel, reachable=not isinstance(error, TransientError) or isinstance(error, RateLimited)
+    )
+    delay = record(settings, claimed, started, duration, result, error, state)
+    failed_for_good = error is not None and delay is None
+    return Next(retry_in=delay, enqueue=fall_back(settings, claimed.delivery_id) if failed_for_good else [])
+
+
+def wait_needed(settings: Settings, delivery_id: str) -> Next | None:
+    """Defer the delivery while its channel's circuit is open; None: go ahead."""
+    with sessions(settings.database_url)() as session:
+        row = session.get(Delivery, delivery_id)
+        if row is None or DeliveryStatus(row.status).finished or row.status == DeliveryStatus.sending:
+            return None  # the claim decides what happens to these
+        if row.due_at is not None and row.due_at > utcnow() + EARLY:
+            return Next(retry_in=(row.due_at - utcnow()).total_seconds())
+        channel, created_at, fallback_for = row.channel, row.created_at, row.fallback_for
+    wait = circuit_hold(settings, channel)
+    if wait is None:
+        return None
+    step = Next(retry_in=wait)
+    config = settings.channels.get(channel)
+    if config is not None and not fallback_for and config.fallback:
+        # Its fallbacks go out once the circuit has kept it waiting `fallback_after`; look again by then.
+        waited = (utcnow() - created_at).total_seconds()
+        fallback_after = config.fallback_after.total_seconds()
+        if waited >= fallback_after:
+            step.enqueue = fall_back(settings, delivery_id)
+        else:
+            step.retry_in = min(wait, fallback_after - waited)
+    defer(settings, delivery_id, step.retry_in or wait)
+    return step
+
+
+def release(settings: Settings, claimed: Claimed, seconds: float) -> None:
+    """Give back a claim that could not send (rate limit spent): as it was, minus the attempt, due later."""
+    with session_scope(settings.database_url) as session:
+        changed(
+            session,
+            update(Delivery)
+            .where(
+                Delivery.id == claimed.delivery_id,
+                Delivery.status == DeliveryStatus.sending,
+                Delivery.attempts == claimed.attempt,
+            )
+            .values(
+                status=claimed.previous_status,
+                attempts=claimed.attempt - 1,
+                lease_until=None,
+                due_at=utcnow() + timedelta(seconds=seconds),
+            ),
+        )
+
+
+def defer(settings: Settings, delivery_id: str, seconds: float) -> None:
+    """Move a waiting delivery's due time without an attempt (the sweeper then leaves it alone until then)."""
+    with session_scope(settings.database_url) as session:
+        changed(
+            session,
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]))
+            .values(due_at=utcnow() + timedelta(seconds=seconds)),
+        )
 
 
 def record(
@@ -155,7 +247,8 @@ def record(
             )
         )
         # Only while our claim holds: a lease that ran out may have passed the delivery to another worker.
-        session.execute(
+        changed(
+            session,
             update(Delivery)
             .where(
                 Delivery.id == claimed.delivery_id,
@@ -170,8 +263,7 @@ def record(
                 lease_until=None,
                 due_at=now + timedelta(seconds=delay) if delay is not None else None,
                 updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
+            ),
         )
     log.info(
         "delivery %s attempt %d: %s%s", claimed.delivery_id, claimed.attempt, outcome, f" ({reason})" if reason else ""

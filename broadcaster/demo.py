@@ -28,7 +28,9 @@ def demo_settings(settings: Settings, sandbox: Sandbox) -> Settings:
         update={
             "broker_url": "",
             "channels": channels,
-            "retry": RetrySettings(max_attempts=4, backoff=timedelta(milliseconds=300), backoff_max=timedelta(seconds=2)),
+            "retry": RetrySettings(
+                max_attempts=4, backoff=timedelta(milliseconds=300), backoff_max=timedelta(seconds=2)
+            ),
         }
     )
 
@@ -42,7 +44,7 @@ def run_demo(settings: Settings, console: Console, as_json: bool) -> int:
     from broadcaster.broadcasts import create_broadcast, parse_request
     from broadcaster.cli import deliveries_table, print_json, watch
     from broadcaster.queries import broadcast_summary
-    from broadcaster.worker import enqueue, start_embedded_worker, use_settings
+    from broadcaster.worker import dispatch, use_settings
 
     with Sandbox() as sandbox:
         settings = use_settings(demo_settings(settings, sandbox))
@@ -62,9 +64,8 @@ def run_demo(settings: Settings, console: Console, as_json: bool) -> int:
                 "Dashboard logins may fail intermittently.",
             }
         )
-        start_embedded_worker()
         broadcast_id, delivery_ids = create_broadcast(settings, request)
-        enqueue(delivery_ids)
+        dispatch(settings, delivery_ids)
         watch(settings, broadcast_id, timeout=120, live=not as_json)
         summary = broadcast_summary(settings, broadcast_id)
         requests = [_recorded(r) for r in sandbox.http.received()] + [

@@ -145,7 +145,9 @@ class Delivery(Base):
     budget_from: Mapped[int] = mapped_column(Integer, default=0)
     provider_id: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
-    fallback_for: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id"))
+    fallback_for: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    #: this delivery's own rendering, when it is not the broadcast's for its channel (fallbacks)
+    message: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: when a `retrying` delivery is due; when a `sending` claim's lease runs out
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -178,7 +178,9 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_input=False, include_url=False)[0]
     location = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{location}: {message}" if location else message
+    if not location or message.startswith(f"{location}."):
+        return message
+    return f"{location}: {message}"
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:

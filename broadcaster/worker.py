@@ -7,28 +7,36 @@ consumed by a worker thread inside the command that sent them (``embedded_worker
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task, group
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import celeryd_init, worker_process_init, worker_ready
+from kombu.exceptions import ChannelError, OperationalError
 
-from broadcaster import db
+from broadcaster import db, sweeper
 from broadcaster.delivery import run_attempt
 from broadcaster.errors import ConfigError
+from broadcaster.fallback import fall_back
+from broadcaster.guards import take_turn
 from broadcaster.settings import Settings, load_settings
 
 EMBEDDED_BROKER = "memory://localhost/"
 #: Redis re-delivers an unacknowledged task after this long; every countdown we use stays far below it.
 VISIBILITY_TIMEOUT = 3 * 3600
+MAX_COUNTDOWN = 15 * 60
 
+log = logging.getLogger(__name__)
 app = Celery("broadcaster")
 _settings: Settings | None = None
 _embedded: Any = None
+_sweeping = False
 _embedded_lock = threading.Lock()
 
 
@@ -57,8 +65,19 @@ def use_settings(settings: Settings) -> Settings:
     """Make ``settings`` the ones this process's tasks read, and point the app at its broker."""
     global _settings
     _settings = settings
+    broker = app.conf.broker_url
     app.conf.update(celery_config(settings))
+    if app.conf.broker_url != broker:
+        app._after_fork()  # Celery keeps the connection pools of the first broker it used: drop them
     return settings
+
+
+def start_delivering(settings: Settings) -> None:
+    """Point this process's tasks at ``settings``; in embedded mode, run a worker thread here."""
+    if get_settings() is not settings:
+        use_settings(settings)
+    if settings.embedded:
+        start_embedded_worker()
 
 
 def get_settings() -> Settings:
@@ -85,15 +104,30 @@ def _fresh_connections(**_: Any) -> None:
 @app.task(name="broadcaster.deliver", bind=True, acks_late=True, ignore_result=True)
 def deliver(self: Task, delivery_id: str) -> None:  # type: ignore[type-arg]
     """Make one attempt at a delivery; schedule the next one when it must be retried."""
-    retry_in = run_attempt(get_settings(), delivery_id)
-    if retry_in is not None:
-        raise self.retry(countdown=retry_in, max_retries=None)
+    step = run_attempt(get_settings(), delivery_id)
+    enqueue(step.enqueue)
+    if step.retry_in is not None:
+        # Stay far below the broker's visibility timeout; an early task just reschedules itself.
+        raise self.retry(countdown=min(step.retry_in, MAX_COUNTDOWN), max_retries=None)
 
 
 def enqueue(delivery_ids: Sequence[str]) -> None:
     """Hand deliveries to the workers; call only after their rows are committed."""
     if delivery_ids:
         group(deliver.s(delivery_id) for delivery_id in delivery_ids).apply_async()
+
+
+def dispatch(settings: Settings, delivery_ids: Sequence[str]) -> bool:
+    """Start delivering committed deliveries; False when the broker is unreachable (the sweeper sends them later)."""
+    start_delivering(settings)
+    try:
+        enqueue(delivery_ids)
+    except OperationalError as exc:
+        log.warning(
+            "the broker is unreachable (%s); %d deliveries stay pending until it is back", exc, len(delivery_ids)
+        )
+        return False
+    return True
 
 
 def start_embedded_worker(concurrency: int = 8) -> None:
@@ -124,6 +158,57 @@ def start_embedded_worker(concurrency: int = 8) -> None:
         )
         threading.Thread(target=_embedded.start, name="broadcaster-embedded-worker", daemon=True).start()
         _embedded.ensure_started()
+    start_sweeper()
+
+
+@worker_ready.connect
+def _sweep_in_workers(**_: Any) -> None:
+    start_sweeper()
+
+
+def start_sweeper() -> None:
+    """Sweep in this process every ``sweep_every`` (see broadcaster.sweeper), once per period across workers.
+
+    A thread, not a beat task: after a flushed or restarted Redis a task sent to sweep could itself be lost.
+    """
+    global _sweeping
+    with _embedded_lock:
+        if _sweeping:
+            return
+        _sweeping = True
+    threading.Thread(target=_sweep_forever, name="broadcaster-sweeper", daemon=True).start()
+
+
+def _sweep_forever() -> None:
+    while True:
+        settings = get_settings()
+        period = settings.delivery.sweep_every.total_seconds()
+        try:
+            if take_turn(settings, "sweep", period * 0.9):
+                to_enqueue, gave_up = sweeper.sweep(settings, queue_empty=queued_tasks() == 0)
+                if to_enqueue:
+                    declare_queues()
+                enqueue([*to_enqueue, *(i for d in gave_up for i in fall_back(settings, d))])
+        except Exception:  # the database or broker is down: the next period tries again
+            log.exception("sweep failed")
+        time.sleep(period)
+
+
+def queued_tasks() -> int:
+    """Tasks waiting in the broker's queue (not those a worker holds)."""
+    with app.connection_for_read() as connection:
+        queue = app.amqp.queues[app.conf.task_default_queue]
+        try:
+            return int(queue(connection.default_channel).queue_declare(passive=True).message_count)
+        except ChannelError:  # no such queue (a flushed Redis): nothing waits in it
+            return 0
+
+
+def declare_queues() -> None:
+    """Declare the task queue again: a flushed Redis forgets its bindings, and messages sent then vanish."""
+    with app.connection_for_write() as connection:
+        for queue in app.amqp.queues.values():
+            queue(connection.default_channel).declare()
 
 
 def _configure_on_import() -> None:
@@ -135,3 +220,6 @@ def _configure_on_import() -> None:
 
 
 _configure_on_import()
+
+# The tasks other services may call by name (send_task) must be registered wherever a worker runs.
+import broadcaster.tasks_api  # noqa: E402,F401

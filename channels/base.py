@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -21,6 +22,14 @@ class RetryOverrides(BaseModel):
     backoff_max: Duration | None = None
 
 
+class CircuitSettings(BaseModel):
+    """After ``failures`` transient failures in a row the channel rests for ``cooldown``; then one probe."""
+
+    model_config = ConfigDict(extra="forbid")
+    failures: int = Field(default=5, ge=1)
+    cooldown: Duration = timedelta(minutes=1)
+
+
 class ChannelConfig(BaseModel):
     """Keys every ``[channels.NAME]`` table takes; each channel type adds its own."""
 
@@ -31,6 +40,7 @@ class ChannelConfig(BaseModel):
     fallback_after: Duration = timedelta(minutes=5)
     rate_limit: RateLimitSetting = None
     retry: RetryOverrides = RetryOverrides()
+    circuit: CircuitSettings = CircuitSettings()
 
 
 class HttpChannelConfig(ChannelConfig):
@@ -73,7 +83,7 @@ class Channel(ABC, Generic[C]):
     """
 
     type: ClassVar[str]
-    Config: ClassVar[type[ChannelConfig]]
+    Config: ClassVar[builtins.type[ChannelConfig]]
     #: template part name -> file name under ``templates/<type>/<event>/`` (``.j2`` appended)
     templates: ClassVar[dict[str, str]]
 

@@ -121,7 +121,9 @@ class EmailChannel(Channel[EmailConfig]):
         with _smtp_errors(self.config.host, self.config.port):
             smtp = self.connect()
             _quietly_quit(smtp)
-        steps = ["connected"] + (["STARTTLS"] if self.config.starttls else []) + (["login"] if self.config.username else [])
+        steps = (
+            ["connected"] + (["STARTTLS"] if self.config.starttls else []) + (["login"] if self.config.username else [])
+        )
         return f"{self.config.host}:{self.config.port}: " + ", ".join(steps)
 
 

@@ -83,7 +83,10 @@ class WebhookChannel(Channel[WebhookConfig]):
         return self.post(body, context.delivery_id, str(message.data.get("event", "incident.update")))
 
     def post(self, body: bytes, message_id: str, event: str) -> SendResult:
-        headers = {**self.config.headers, **signed_headers(self.config.secret.get_secret_value(), message_id, body, event)}
+        headers = {
+            **self.config.headers,
+            **signed_headers(self.config.secret.get_secret_value(), message_id, body, event),
+        }
         timeout = self.config.timeout.total_seconds()
         try:
             response = httpx.post(self.config.url, content=body, headers=headers, timeout=timeout)
@@ -105,4 +108,3 @@ class WebhookChannel(Channel[WebhookConfig]):
         body = json.dumps({"event": "ping", "channel": self.name}).encode()
         self.post(body, str(ULID()), "ping")
         return f"{self.config.url} accepted a signed ping"
-

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
-import shutil
 import subprocess
-import sys
-import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +15,7 @@ import pytest
 import redis
 
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.smtp import free_port
+from broadcaster.testing import Result, run_cli, start_redis, start_worker, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -35,25 +31,10 @@ TEST_RETRY = {"max_attempts": 3, "backoff": "100ms", "backoff_max": "400ms"}
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A private redis-server on a free loopback port; a missing Redis fails the run, never skips it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: the worker tests need a real Redis (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("the private redis-server did not start")
+    try:
+        url, process = start_redis()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield url
     process.terminate()
     process.wait(10)
@@ -118,66 +99,13 @@ def sandbox_channels(sandbox: Sandbox) -> dict[str, dict[str, Any]]:
 # --- configuration and the command line ------------------------------------------------------------------
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(value)
-
-
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    """Write a configuration dict as TOML (top-level keys, then one table per section)."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
-    for section, table in config.items():
-        if not isinstance(table, dict):
-            continue
-        if section == "channels":
-            for name, channel in table.items():
-                lines.append(f"\n[channels.{name}]")
-                lines += [f"{k} = {toml_value(v)}" for k, v in channel.items()]
-        else:
-            lines.append(f"\n[{section}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
-    tomllib.loads(path.read_text())  # the tests write only valid TOML unless they mean not to
-    return path
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None) -> Result:
-    """Run ``broadcaster`` as a user would: a separate process; its output and exit code."""
-    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
-    completed = subprocess.run(
-        [sys.executable, "-m", "broadcaster", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=cwd or ROOT,
-    )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
-
-
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     return run_cli
 
 
 @pytest.fixture
-def embedded_config(
-    tmp_path: Path, sandbox: Sandbox, database_url: str
-) -> Callable[..., Path]:
+def embedded_config(tmp_path: Path, sandbox: Sandbox, database_url: str) -> Callable[..., Path]:
     """Write an embedded-mode configuration (no broker) whose channels point at the sandbox."""
 
     def make(**overrides: Any) -> Path:
@@ -216,28 +144,6 @@ class Worker:
                 self.process.kill()
 
 
-def start_worker(
-    config: Path, log: Path, concurrency: int = 4, pool: str = "threads", name: str = "w1"
-) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BROADCASTER_CONFIG": str(config)}
-    command = [
-        sys.executable, "-m", "celery", "-A", "broadcaster.worker", "worker",
-        f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO", f"--hostname={name}@%h",
-        "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited at start:\n{log.read_text()[-3000:]}")
-        if " ready." in log.read_text():
-            return process
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the worker did not become ready:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def worker(
     redis_server: str, database_url: str, running_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
@@ -267,10 +173,81 @@ def worker_cli(worker: Worker, sandbox: Sandbox) -> Callable[..., Result]:
     """The command line, configured like the running worker (and with an emptied sandbox)."""
 
     def run(*args: str, **kwargs: Any) -> Result:
-        return run_cli(*args, "--config", str(worker.config), **kwargs) if _takes_config(args) else run_cli(*args, **kwargs)
+        return (
+            run_cli(*args, "--config", str(worker.config), **kwargs)
+            if _takes_config(args)
+            else run_cli(*args, **kwargs)
+        )
 
     return run
 
 
 def _takes_config(args: tuple[str, ...]) -> bool:
     return bool(args) and args[0] not in ("secret",) and "--config" not in args
+
+
+# --- clusters of workers for the resilience tests --------------------------------------------------------
+
+_next_redis_db = itertools.cycle(range(3, 16))
+
+
+@dataclass
+class Cluster:
+    """Workers sharing one configuration, on a Redis database of their own; the tests kill and restart them."""
+
+    config: Path
+    broker_url: str
+    database_url: str
+    folder: Path
+    workers: dict[str, subprocess.Popen[bytes]]
+
+    def start(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+        process = start_worker(self.config, self.folder / f"{name}.log", concurrency=concurrency, name=name)
+        self.workers[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no goodbye, no acknowledgement, nothing flushed."""
+        process = self.workers.pop(name)
+        process.kill()
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in self.workers.values():
+            process.terminate()
+        for process in self.workers.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.workers.clear()
+
+    def cli(self, *args: str, **kwargs: Any) -> Result:
+        return run_cli(*args, "--config", str(self.config), **kwargs)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-4000:] for p in self.folder.glob("*.log"))
+
+
+@pytest.fixture
+def cluster(redis_server: str, database_url: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Make a cluster configuration (channels and settings as given); start workers with ``.start(name)``."""
+    made: list[Cluster] = []
+
+    def make(channels: dict[str, dict[str, Any]], **settings: Any) -> Cluster:
+        broker_url = f"{redis_server}/{next(_next_redis_db)}"
+        redis.Redis.from_url(broker_url).flushdb()
+        config: dict[str, Any] = {
+            "broker_url": broker_url,
+            "database_url": database_url,
+            "retry": dict(TEST_RETRY),
+            "delivery": {"lease": "5s", "sweep_every": "1s"},
+            "channels": channels,
+        }
+        config.update(settings)
+        made.append(Cluster(write_config(tmp_path / "cluster.toml", config), broker_url, database_url, tmp_path, {}))
+        return made[-1]
+
+    yield make
+    for running in made:
+        running.stop_all()

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import broadcaster.idempotency  # noqa: F401  (its table, for autogenerate)
 from broadcaster.models import Base
 
 connection = context.config.attributes["connection"]

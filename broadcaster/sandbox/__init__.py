@@ -62,7 +62,7 @@ class Sandbox:
         for emulator in self.emulators.values():
             emulator.install()
 
-    def start(self) -> Sandbox:
+    def start(self) -> Self:
         self.http.start()
         self.smtp.start()
         return self

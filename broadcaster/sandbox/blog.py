@@ -29,7 +29,9 @@ class BlogReceiver(Emulator):
         return Answer(200, {"received": request.header("webhook-id")})
 
     def script_demo(self) -> list[str]:
-        self.sandbox.http.script("webhook", Answer(500, {"error": "blog is restarting"}), Answer(503, {"error": "busy"}))
+        self.sandbox.http.script(
+            "webhook", Answer(500, {"error": "blog is restarting"}), Answer(503, {"error": "busy"})
+        )
         return ["the blog webhook answers 500 and 503, then accepts: delivered on attempt 3"]
 
     def channel_config(self, name: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -169,10 +170,8 @@ class HttpSandbox:
             answer.close = True
         if answer.close:
             handler.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         payload, content_type = answer.encoded()
         handler.send_response(answer.status)

@@ -1,0 +1,94 @@
+"""The outbox sweeper: the database is the truth, so whatever the broker lost is enqueued again.
+
+A `sending` claim whose lease ran out lost its worker mid-send: the attempt is recorded as lost and the
+delivery retried. A `pending` or `retrying` delivery whose due time passed two sweep periods ago lost its
+task (a flushed or restarted Redis, a killed worker holding it): it is enqueued again. A task that turns
+out to be a duplicate is harmless: the claim lets exactly one of them send.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from broadcaster.db import changed, session_scope
+from broadcaster.models import Attempt, Delivery, DeliveryStatus, Outcome, utcnow
+from broadcaster.settings import Settings
+
+log = logging.getLogger(__name__)
+BATCH = 5000
+
+
+def sweep(settings: Settings, queue_empty: bool = True) -> tuple[list[str], list[str]]:
+    """Recover lost claims and lost tasks; return (deliveries to enqueue, deliveries that failed for good).
+
+    Overdue deliveries are taken for lost only while the queue is empty: in a long backlog they are still
+    waiting their turn, and enqueueing them again would only lengthen it.
+    """
+    now = utcnow()
+    # Two whole periods: a task still waiting in a busy queue is not taken for lost at once.
+    grace = max(2 * settings.delivery.sweep_every, timedelta(seconds=1))
+    to_enqueue: list[str] = []
+    gave_up: list[str] = []
+    # Only channels this worker can send: a worker configured for fewer channels leaves the others alone.
+    mine = Delivery.channel.in_(list(settings.channels))
+    with session_scope(settings.database_url) as session:
+        lost = session.scalars(
+            select(Delivery)
+            .where(Delivery.status == DeliveryStatus.sending, Delivery.lease_until < now, mine)
+            .limit(BATCH)
+        ).all()
+        for delivery in lost:
+            exhausted = delivery.attempts - delivery.budget_from >= _max_attempts(settings, delivery.channel)
+            status = DeliveryStatus.failed if exhausted else DeliveryStatus.retrying
+            reason = "the worker was lost mid-send (lease expired); the provider may or may not have it"
+            done = changed(
+                session,
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery.id,
+                    Delivery.status == DeliveryStatus.sending,
+                    Delivery.attempts == delivery.attempts,
+                )
+                .values(status=status, error=reason, lease_until=None, due_at=now, updated_at=now),
+            )
+            if not done:
+                continue
+            session.add(
+                Attempt(
+                    delivery_id=delivery.id,
+                    number=delivery.attempts,
+                    outcome=Outcome.transient,
+                    error=reason,
+                    started_at=delivery.lease_until - settings.delivery.lease if delivery.lease_until else now,
+                    duration_seconds=settings.delivery.lease.total_seconds(),
+                )
+            )
+            (gave_up if exhausted else to_enqueue).append(delivery.id)
+        overdue = (
+            []
+            if not queue_empty
+            else list(
+                session.scalars(
+                    select(Delivery.id)
+                    .where(
+                        Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]),
+                        func.coalesce(Delivery.due_at, Delivery.created_at) < now - grace,
+                    )
+                    .limit(BATCH)
+                )
+            )
+        )
+        if overdue:
+            # Due again one whole sweep period from now: a slow queue is not swept twice in a row.
+            changed(session, update(Delivery).where(Delivery.id.in_(overdue)).values(due_at=now))
+        to_enqueue += overdue
+    if to_enqueue or gave_up:
+        log.warning("sweeper: %d lost claims, %d overdue deliveries re-enqueued", len(lost), len(overdue))
+    return to_enqueue, gave_up
+
+
+def _max_attempts(settings: Settings, channel: str) -> int:
+    return settings.retry_for(channel).max_attempts if channel in settings.channels else settings.retry.max_attempts
