@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from broadcaster.errors import BroadcasterError
 from broadcaster.settings import CONFIG_ENV, Settings, load_settings
+
+if TYPE_CHECKING:
+    from broadcaster.broadcasts import UpdateRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
 #: click's usage errors (typer bundles its own copy of click, so take the class from typer's public BadParameter)
@@ -102,6 +105,22 @@ def progress_table(rows: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
+def update_request(
+    incident: str | None,
+    title: str | None,
+    status: str,
+    message: str,
+    impact: str | None,
+    components: list[str] | None,
+    channels: list[str] | None,
+) -> UpdateRequest:
+    """The options of `send` and `preview`, validated (bad input: one line, exit 2)."""
+    from broadcaster.broadcasts import parse_request
+
+    fields = {"incident_id": incident, "title": title, "status": status, "message": message, "impact": impact}
+    return parse_request({**fields, "components": components or [], "channels": channels or []})
+
+
 def warn_if_undispatched(dispatched: bool, count: int) -> None:
     if not dispatched:
         err.print(
@@ -141,21 +160,11 @@ def send(
     as_json: JsonOption = False,
 ) -> None:
     """Record an update (opening an incident without --incident) and broadcast it."""
-    from broadcaster.broadcasts import create_broadcast, parse_request
+    from broadcaster.broadcasts import create_broadcast
     from broadcaster.worker import dispatch
 
     settings = settings_from(config)
-    request = parse_request(
-        {
-            "incident_id": incident,
-            "title": title,
-            "status": status,
-            "message": message,
-            "impact": impact,
-            "components": component or [],
-            "channels": channel or [],
-        }
-    )
+    request = update_request(incident, title, status, message, impact, component, channel)
     broadcast_id, delivery_ids = create_broadcast(settings, request)
     warn_if_undispatched(dispatch(settings, delivery_ids), len(delivery_ids))
     finish(settings, broadcast_id, wait or settings.embedded, timeout, as_json)
@@ -179,17 +188,7 @@ def preview(
     from broadcaster import broadcasts
 
     settings = settings_from(config)
-    request = broadcasts.parse_request(
-        {
-            "incident_id": incident,
-            "title": title,
-            "status": status,
-            "message": message,
-            "impact": impact,
-            "components": component or [],
-            "channels": channel or [],
-        }
-    )
+    request = update_request(incident, title, status, message, impact, component, channel)
     messages = broadcasts.preview(settings, request)
     if as_json:
         print_json({name: m.model_dump(mode="json") for name, m in messages.items()})

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from broadcaster.broadcasts import UpdateRequest, parse_request, retry_failed
+from broadcaster.broadcasts import UpdateRequest, incident_view, parse_request, retry_failed
 from broadcaster.db import sessions
 from broadcaster.errors import InputError
 from broadcaster.idempotency import Answer, fingerprint, once
@@ -220,15 +220,9 @@ def incident_detail(settings: Settings, incident_id: str) -> IncidentDetail:
 
 def _incident_fields(settings: Settings, incident: Incident) -> dict[str, Any]:
     return {
-        "id": incident.id,
-        "title": incident.title,
-        "status": incident.status,
-        "impact": incident.impact,
-        "components": list(incident.components),
-        "created_at": incident.created_at,
+        **incident_view(incident, settings.public_url),
         "updated_at": incident.updated_at,
         "resolved_at": incident.resolved_at,
-        "url": f"{settings.public_url.rstrip('/')}/incidents/{incident.id}",
     }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import changed, session_scope, sessions
@@ -40,6 +40,11 @@ class Claimed:
     message: Message
     state: dict[str, object]
     previous_status: DeliveryStatus
+
+
+def claim_holds(delivery_id: str, attempt: int) -> ColumnElement[bool]:
+    """The claim for ``attempt`` still holds: nobody else took the delivery since (e.g. after its lease ran out)."""
+    return and_(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.sending, Delivery.attempts == attempt)
 
 
 def backoff_delay(retry: RetrySettings, attempt: int) -> float:
@@ -180,11 +185,7 @@ def release(settings: Settings, claimed: Claimed, seconds: float) -> None:
         changed(
             session,
             update(Delivery)
-            .where(
-                Delivery.id == claimed.delivery_id,
-                Delivery.status == DeliveryStatus.sending,
-                Delivery.attempts == claimed.attempt,
-            )
+            .where(claim_holds(claimed.delivery_id, claimed.attempt))
             .values(
                 status=claimed.previous_status,
                 attempts=claimed.attempt - 1,
@@ -250,11 +251,7 @@ def record(
         changed(
             session,
             update(Delivery)
-            .where(
-                Delivery.id == claimed.delivery_id,
-                Delivery.status == DeliveryStatus.sending,
-                Delivery.attempts == claimed.attempt,
-            )
+            .where(claim_holds(claimed.delivery_id, claimed.attempt))
             .values(
                 status=status,
                 provider_id=provider_id,

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from broadcaster.db import changed, session_scope
+from broadcaster.delivery import claim_holds
 from broadcaster.models import Attempt, Delivery, DeliveryStatus, Outcome, utcnow
 from broadcaster.settings import Settings
 
@@ -47,11 +48,7 @@ def sweep(settings: Settings, queue_empty: bool = True) -> tuple[list[str], list
             done = changed(
                 session,
                 update(Delivery)
-                .where(
-                    Delivery.id == delivery.id,
-                    Delivery.status == DeliveryStatus.sending,
-                    Delivery.attempts == delivery.attempts,
-                )
+                .where(claim_holds(delivery.id, delivery.attempts))
                 .values(status=status, error=reason, lease_until=None, due_at=now, updated_at=now),
             )
             if not done:
