@@ -133,13 +133,13 @@ def _apply_update(session: Session, request: UpdateRequest) -> tuple[Incident, U
 
 
 def render_context(
-    settings: Settings, event: str, incident: Incident, update: Update, timeline: Sequence[Update]
+    settings: Settings, event: str, incident: Incident, update: Update | None, timeline: Sequence[Update]
 ) -> dict[str, Any]:
     """What every template sees; ``fallback`` names the unavailable channel when a fallback renders."""
     return {
         "event": event,
         "incident": incident_view(incident, settings.public_url),
-        "update": update_view(update),
+        "update": update_view(update) if update is not None else None,
         "timeline": [update_view(u) for u in timeline],
         "public_url": settings.public_url,
         "fallback": None,
@@ -184,29 +184,77 @@ def create_broadcast(settings: Settings, request: UpdateRequest) -> tuple[str, l
         incident, update, messages = prepare(session, settings, request)
         session.add(update)
         session.flush()
-        broadcast = Broadcast(
+        return record_broadcast(session, settings, incident, update, INCIDENT_UPDATE, messages)
+
+
+def broadcast_event(
+    settings: Settings,
+    incident_id: str,
+    event: str,
+    channels: Sequence[str],
+    extra: dict[str, Any] | None = None,
+    session: Session | None = None,
+) -> tuple[str, list[str]]:
+    """Render and record a broadcast about an incident that is not one of its updates.
+
+    ``event`` names the broadcast (e.g. ``incident.reminder``) and its template folder: the part after the
+    dot (``templates/<type>/reminder/``). ``extra`` is added to the template context. Pass ``session`` to
+    write in a transaction of your own (e.g. with the row that makes the event happen once).
+    """
+    folder = event.rsplit(".", 1)[-1]
+    if session is None:
+        with session_scope(settings.database_url) as own:
+            return broadcast_event(settings, incident_id, event, channels, extra, own)
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise InputError(f"no incident with id {incident_id!r}")
+    names = select_channels(settings, channels)
+    timeline = list(incident.updates)
+    context = {
+        **render_context(settings, event, incident, timeline[-1] if timeline else None, timeline),
+        **(extra or {}),
+    }
+    messages = {name: render(build_channel(settings, name), folder, context, settings.templates_dir) for name in names}
+    return record_broadcast(
+        session, settings, incident, None, event, messages, {"folder": folder, "extra": extra or {}}
+    )
+
+
+def record_broadcast(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    update: Update | None,
+    event: str,
+    messages: dict[str, Message],
+    context: dict[str, Any] | None = None,
+) -> tuple[str, list[str]]:
+    """Write a broadcast and one pending delivery per target of each rendered channel."""
+    broadcast = Broadcast(
+        id=new_id(),
+        incident_id=incident.id,
+        update_id=update.id if update is not None else None,
+        event=event,
+        channels=list(messages),
+        renderings={name: message.model_dump(mode="json") for name, message in messages.items()},
+        context=context,
+    )
+    session.add(broadcast)
+    deliveries = [
+        Delivery(
             id=new_id(),
+            broadcast_id=broadcast.id,
             incident_id=incident.id,
-            update_id=update.id,
-            event=INCIDENT_UPDATE,
-            channels=list(messages),
-            renderings={name: message.model_dump(mode="json") for name, message in messages.items()},
+            channel=name,
+            type=settings.channels[name].type,
+            target=target,
+            status=DeliveryStatus.pending,
         )
-        session.add(broadcast)
-        deliveries = [
-            Delivery(
-                id=new_id(),
-                broadcast_id=broadcast.id,
-                incident_id=incident.id,
-                channel=name,
-                type=settings.channels[name].type,
-                target=target,
-                status=DeliveryStatus.pending,
-            )
-            for name in messages
-            for target in build_channel(settings, name).targets()
-        ]
-        session.add_all(deliveries)
+        for name in messages
+        for target in build_channel(settings, name).targets()
+    ]
+    session.add_all(deliveries)
+    session.flush()
     return broadcast.id, [d.id for d in deliveries]
 
 

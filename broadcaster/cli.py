@@ -360,6 +360,15 @@ def demo(
     raise typer.Exit(run_demo(settings_from(config), out, as_json))
 
 
+def _register_commands() -> None:
+    from broadcaster import cli_lifecycle
+
+    cli_lifecycle.register(app)
+
+
+_register_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: every error is one line on stderr with the contract's exit code."""
     try:

@@ -83,7 +83,7 @@ class BroadcastSummary(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     incident_id: str
-    update_id: str
+    update_id: str | None  # none for events about the incident (reminders, maintenance)
     broadcast_id: str
     status: str
     deliveries: list[DeliveryView]
@@ -202,9 +202,11 @@ def incident_detail(settings: Settings, incident_id: str) -> IncidentDetail:
             raise NotFound(f"no incident with id {incident_id!r}")
         broadcasts: dict[str, list[str]] = {}
         for update_id, broadcast_id in session.execute(
-            select(Broadcast.update_id, Broadcast.id).where(Broadcast.incident_id == incident_id).order_by(Broadcast.id)
+            select(Broadcast.update_id, Broadcast.id)
+            .where(Broadcast.incident_id == incident_id, Broadcast.update_id.is_not(None))
+            .order_by(Broadcast.id)
         ):
-            broadcasts.setdefault(update_id, []).append(broadcast_id)
+            broadcasts.setdefault(str(update_id), []).append(broadcast_id)
         updates = [
             UpdateView(
                 id=u.id,

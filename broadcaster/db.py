@@ -78,7 +78,7 @@ def migrate(engine: Engine) -> None:
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(73110427)"))
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"
         raise ConfigError(f"database_url: cannot open the delivery log: {reason}") from None

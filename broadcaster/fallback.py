@@ -33,11 +33,17 @@ def fall_back(settings: Settings, delivery_id: str) -> list[str]:
             return []
         broadcast = session.get(Broadcast, failed.broadcast_id)
         incident = session.get(Incident, failed.incident_id)
-        update = session.get(Update, broadcast.update_id) if broadcast else None
-        if broadcast is None or incident is None or update is None:
+        if broadcast is None or incident is None:
             return []
-        timeline = [u for u in incident.updates if u.created_at <= update.created_at]
-        context = render_context(settings, broadcast.event, incident, update, timeline)
+        # Rendered as the broadcast was: its update (or, for events, the timeline so far) and its extra context.
+        update = session.get(Update, broadcast.update_id) if broadcast.update_id else None
+        timeline = [u for u in incident.updates if update is None or u.created_at <= update.created_at]
+        rendered_as = broadcast.context or {}
+        folder = rendered_as.get("folder") or (update.status if update else "default")
+        context = render_context(
+            settings, broadcast.event, incident, update or (timeline[-1] if timeline else None), timeline
+        )
+        context.update(rendered_as.get("extra") or {})
         context["fallback"] = {"channel": failed.channel, "type": failed.type, "delivery_id": failed.id}
         created: list[str] = []
         for name in config.fallback:
@@ -45,7 +51,7 @@ def fall_back(settings: Settings, delivery_id: str) -> list[str]:
                 continue
             channel = build_channel(settings, name)
             try:
-                message = render(channel, update.status, context, settings.templates_dir)
+                message = render(channel, folder, context, settings.templates_dir)
             except InputError as exc:
                 log.error("cannot render fallback %s for delivery %s: %s", name, failed.id, exc)
                 continue

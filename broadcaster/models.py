@@ -107,6 +107,8 @@ class Update(Base):
     status: Mapped[str] = mapped_column(String(20))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: when the responders promise the next update
+    next_update_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     incident: Mapped[Incident] = relationship(back_populates="updates")
 
@@ -116,8 +118,11 @@ class Broadcast(Base):
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
-    update_id: Mapped[str] = mapped_column(ForeignKey("updates.id"), index=True)
+    #: the update broadcast; none for events about the incident (a reminder, a maintenance step)
+    update_id: Mapped[str | None] = mapped_column(ForeignKey("updates.id"), index=True)
     event: Mapped[str] = mapped_column(String(40), default="incident.update")
+    #: how it was rendered: the template folder and any context beyond the incident (so fallbacks render alike)
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     channels: Mapped[list[str]] = mapped_column(JSON, default=list)
     #: channel name -> rendered Message (parts, data, size, warnings): rendered once, sent to every target
     renderings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
