@@ -34,7 +34,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broadcaster import client
+from broadcaster import api_subscribers, client
 from broadcaster.broadcasts import UpdateRequest
 from broadcaster.db import sessions
 from broadcaster.errors import ConfigError, InputError
@@ -377,6 +377,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(_RequestMetrics, metrics=http_metrics)
     _install_error_handlers(app)
     _install_routes(app)
+    app.include_router(api_subscribers.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -361,9 +361,10 @@ def demo(
 
 
 def _register_commands() -> None:
-    from broadcaster import cli_lifecycle
+    from broadcaster import cli_lifecycle, cli_subscribers
 
     cli_lifecycle.register(app)
+    cli_subscribers.register(app)
 
 
 _register_commands()

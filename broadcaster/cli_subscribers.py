@@ -1,0 +1,9 @@
+"""`broadcaster subscribers ...`: add, import, list and remove subscribers."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``broadcaster`` command line."""
