@@ -189,8 +189,8 @@ def _sweep_forever() -> None:
                 if to_enqueue:
                     declare_queues()
                 enqueue([*to_enqueue, *(i for d in gave_up for i in fall_back(settings, d))])
-        except Exception:  # the database or broker is down: the next period tries again
-            log.exception("sweep failed")
+        except Exception as exc:  # the database or broker is down: the next period tries again
+            log.warning("sweep failed, trying again in %gs: %s", period, exc)
         time.sleep(period)
 
 
