@@ -77,6 +77,10 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as connection:
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(73110427)"))
+            elif engine.dialect.name == "sqlite":
+                # Take the write lock before Alembic reads the schema version: a second process waits, then
+                # finds the schema current, instead of creating the same tables again.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             config.attributes["connection"] = connection
             command.upgrade(config, "heads")
     except OperationalError as exc:
