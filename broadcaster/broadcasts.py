@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from broadcaster.db import session_scope, sessions
@@ -24,7 +25,10 @@ from broadcaster.models import (
 )
 from broadcaster.rendering import render
 from broadcaster.settings import Settings
+from broadcaster.subscribers import audience_targets
+from broadcaster.units import Duration
 from channels import Channel, Message, channel_types
+from channels.base import UNSUBSCRIBE_MARK
 
 INCIDENT_UPDATE = "incident.update"
 
@@ -40,6 +44,18 @@ class UpdateRequest(BaseModel):
     impact: Impact | None = None
     components: list[str] = []
     channels: list[str] = []
+    #: when the next update is promised: a time, or how long from now (default: the impact's reminder cadence)
+    next_update_by: datetime | None = None
+    next_update_in: Duration | None = None
+    #: an update to a resolved incident reopens it only when asked to
+    reopen: bool = False
+
+    @field_validator("next_update_by")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # a time without an offset is UTC
+        return value
 
     @field_validator("message", "title")
     @classmethod
@@ -52,6 +68,11 @@ class UpdateRequest(BaseModel):
     def _incident_or_title(self) -> UpdateRequest:
         if not self.incident_id and not self.title:
             raise ValueError("give --incident ID to update an incident, or --title TEXT to open one")
+        if self.next_update_by is not None and self.next_update_in is not None:
+            raise ValueError("give the next update as a time or as a duration from now, not both")
+        promised = self.next_update_by is not None or self.next_update_in is not None
+        if promised and self.status == IncidentStatus.resolved:
+            raise ValueError("a resolved update promises no next update: leave out --next-update")
         return self
 
 
@@ -104,6 +125,7 @@ def update_view(update: Update) -> dict[str, Any]:
         "status": update.status,
         "message": update.message,
         "created_at": update.created_at.isoformat(),
+        "next_update_by": update.next_update_by.astimezone(UTC).isoformat() if update.next_update_by else None,
     }
 
 
@@ -114,6 +136,11 @@ def _apply_update(session: Session, request: UpdateRequest) -> tuple[Incident, U
         incident = session.get(Incident, request.incident_id)
         if incident is None:
             raise InputError(f"no incident with id {request.incident_id!r}")
+        reopening = incident.status == IncidentStatus.resolved and request.status != IncidentStatus.resolved
+        if reopening and not request.reopen:
+            raise InputError(
+                f"incident {incident.id} is resolved: reopen it explicitly with this update (send --reopen)"
+            )
         if request.title:
             incident.title = request.title
     else:
@@ -132,10 +159,30 @@ def _apply_update(session: Session, request: UpdateRequest) -> tuple[Incident, U
     return incident, update
 
 
+def next_update_by(settings: Settings, request: UpdateRequest, impact: str, at: datetime) -> datetime | None:
+    """When the update promises the next one: as asked, else after the impact's reminder cadence."""
+    if request.status == IncidentStatus.resolved:
+        return None
+    if request.next_update_by is not None:
+        if request.next_update_by <= at:
+            raise InputError(f"next update by {request.next_update_by.isoformat()} is not in the future")
+        return request.next_update_by.astimezone(UTC)
+    if request.next_update_in is not None:
+        if not request.next_update_in:
+            raise InputError("next update in: must be longer than 0s")
+        return at + request.next_update_in
+    cadence = settings.reminders.after_for(impact)
+    return at + cadence if cadence is not None else None
+
+
 def render_context(
     settings: Settings, event: str, incident: Incident, update: Update | None, timeline: Sequence[Update]
 ) -> dict[str, Any]:
-    """What every template sees; ``fallback`` names the unavailable channel when a fallback renders."""
+    """What every template sees; ``fallback`` names the unavailable channel when a fallback renders.
+
+    ``audience`` is the channel's (``"subscribers"`` or none; see ``render_channel``); ``unsubscribe_url`` is a
+    mark that the email adapter replaces with each subscriber's own link.
+    """
     return {
         "event": event,
         "incident": incident_view(incident, settings.public_url),
@@ -143,7 +190,15 @@ def render_context(
         "timeline": [update_view(u) for u in timeline],
         "public_url": settings.public_url,
         "fallback": None,
+        "audience": None,
+        "unsubscribe_url": UNSUBSCRIBE_MARK,
     }
+
+
+def render_channel(settings: Settings, name: str, folder: str, context: dict[str, Any]) -> Message:
+    """One channel's rendering; its templates also see the channel's ``audience``."""
+    audience = getattr(settings.channels[name], "audience", None)
+    return render(build_channel(settings, name), folder, {**context, "audience": audience}, settings.templates_dir)
 
 
 def render_all(
@@ -153,7 +208,7 @@ def render_all(
     context = render_context(settings, event, incident, update, timeline)
     # Incident updates are templated per incident status (templates/<type>/<status>/), with `default` behind.
     folder = update.status
-    return {name: render(build_channel(settings, name), folder, context, settings.templates_dir) for name in names}
+    return {name: render_channel(settings, name, folder, context) for name in names}
 
 
 def prepare(
@@ -162,6 +217,7 @@ def prepare(
     """Apply the update in ``session`` (unflushed) and render it for every selected channel."""
     names = select_channels(settings, request.channels)
     incident, update = _apply_update(session, request)
+    update.next_update_by = next_update_by(settings, request, incident.impact, update.created_at)
     timeline = [*incident.updates, update] if request.incident_id else [update]
     return incident, update, render_all(settings, names, INCIDENT_UPDATE, incident, update, timeline)
 
@@ -214,7 +270,7 @@ def broadcast_event(
         **render_context(settings, event, incident, timeline[-1] if timeline else None, timeline),
         **(extra or {}),
     }
-    messages = {name: render(build_channel(settings, name), folder, context, settings.templates_dir) for name in names}
+    messages = {name: render_channel(settings, name, folder, context) for name in names}
     return record_broadcast(
         session, settings, incident, None, event, messages, {"folder": folder, "extra": extra or {}}
     )
@@ -229,7 +285,12 @@ def record_broadcast(
     messages: dict[str, Message],
     context: dict[str, Any] | None = None,
 ) -> tuple[str, list[str]]:
-    """Write a broadcast and one pending delivery per target of each rendered channel."""
+    """Write a broadcast and one pending delivery per target of each rendered channel.
+
+    A channel's targets are its recipients and, with ``audience = "subscribers"``, its subscribers resolved
+    now, in this transaction. The deliveries are written in bulk: with RETURNING, SQLAlchemy sends the rows
+    as multi-row INSERTs of up to 1,000 rows each ("insertmanyvalues"), not one statement per row.
+    """
     broadcast = Broadcast(
         id=new_id(),
         incident_id=incident.id,
@@ -240,22 +301,31 @@ def record_broadcast(
         context=context,
     )
     session.add(broadcast)
-    deliveries = [
-        Delivery(
-            id=new_id(),
-            broadcast_id=broadcast.id,
-            incident_id=incident.id,
-            channel=name,
-            type=settings.channels[name].type,
-            target=target,
-            status=DeliveryStatus.pending,
-        )
-        for name in messages
-        for target in build_channel(settings, name).targets()
-    ]
-    session.add_all(deliveries)
     session.flush()
-    return broadcast.id, [d.id for d in deliveries]
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": new_id(),
+            "broadcast_id": broadcast.id,
+            "incident_id": incident.id,
+            "channel": name,
+            "type": settings.channels[name].type,
+            "target": target,
+            "status": DeliveryStatus.pending.value,
+            "attempts": 0,
+            "budget_from": 0,
+            "state": state,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for name in messages
+        for target, state in audience_targets(
+            session, settings, name, build_channel(settings, name).targets(), incident.components
+        )
+    ]
+    if rows:
+        session.execute(insert(Delivery).returning(Delivery.id), rows)
+    return broadcast.id, [row["id"] for row in rows]
 
 
 def retry_failed(settings: Settings, delivery_id: str | None = None, broadcast_id: str | None = None) -> list[str]:

@@ -40,6 +40,15 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until every delivery has finished.")]
 TimeoutOption = Annotated[float | None, typer.Option("--timeout", help="Seconds --wait waits at most.", min=0)]
+NextUpdateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--next-update",
+        help="When the next update is promised: a duration from now (45m) or a time (2026-05-01T14:30Z). "
+        "Default: the impact's [reminders] after.",
+    ),
+]
+ReopenOption = Annotated[bool, typer.Option("--reopen", help="Reopen a resolved incident with this update.")]
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
@@ -113,11 +122,24 @@ def update_request(
     impact: str | None,
     components: list[str] | None,
     channels: list[str] | None,
+    next_update: str | None = None,
+    reopen: bool = False,
 ) -> UpdateRequest:
     """The options of `send` and `preview`, validated (bad input: one line, exit 2)."""
     from broadcaster.broadcasts import parse_request
 
-    fields = {"incident_id": incident, "title": title, "status": status, "message": message, "impact": impact}
+    fields: dict[str, Any] = {
+        "incident_id": incident,
+        "title": title,
+        "status": status,
+        "message": message,
+        "impact": impact,
+    }
+    if next_update is not None:
+        # A duration ("45m") is a time from now; anything else must be an ISO 8601 time.
+        key = "next_update_in" if next_update.strip()[-1:].isalpha() and ":" not in next_update else "next_update_by"
+        fields[key] = next_update.strip()
+    fields["reopen"] = reopen
     return parse_request({**fields, "components": components or [], "channels": channels or []})
 
 
@@ -154,6 +176,8 @@ def send(
     impact: Annotated[str | None, typer.Option("--impact", help="none | minor | major | critical")] = None,
     component: Annotated[list[str] | None, typer.Option("--component", help="An affected component.")] = None,
     channel: Annotated[list[str] | None, typer.Option("--channel", help="Send only here (repeat).")] = None,
+    next_update: NextUpdateOption = None,
+    reopen: ReopenOption = False,
     config: ConfigOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = None,
@@ -164,7 +188,7 @@ def send(
     from broadcaster.worker import dispatch
 
     settings = settings_from(config)
-    request = update_request(incident, title, status, message, impact, component, channel)
+    request = update_request(incident, title, status, message, impact, component, channel, next_update, reopen)
     broadcast_id, delivery_ids = create_broadcast(settings, request)
     warn_if_undispatched(dispatch(settings, delivery_ids), len(delivery_ids))
     finish(settings, broadcast_id, wait or settings.embedded, timeout, as_json)
@@ -179,6 +203,8 @@ def preview(
     impact: Annotated[str | None, typer.Option("--impact")] = None,
     component: Annotated[list[str] | None, typer.Option("--component")] = None,
     channel: Annotated[list[str] | None, typer.Option("--channel")] = None,
+    next_update: NextUpdateOption = None,
+    reopen: ReopenOption = False,
     config: ConfigOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = None,
@@ -188,7 +214,7 @@ def preview(
     from broadcaster import broadcasts
 
     settings = settings_from(config)
-    request = update_request(incident, title, status, message, impact, component, channel)
+    request = update_request(incident, title, status, message, impact, component, channel, next_update, reopen)
     messages = broadcasts.preview(settings, request)
     if as_json:
         print_json({name: m.model_dump(mode="json") for name, m in messages.items()})

@@ -22,6 +22,7 @@ from broadcaster.fallback import fall_back
 from broadcaster.guards import circuit_hold, rate_hold, record_outcome
 from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, utcnow
 from broadcaster.settings import RetrySettings, Settings
+from broadcaster.subscribers import note_outcome
 from channels import ChannelConfig, Message, SendContext, SendResult
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,8 @@ def record(
                 duration_seconds=duration,
             )
         )
+        # A subscriber's run of permanent failures (a bounced address, an invalid number) leads to quarantine.
+        note_outcome(session, settings, claimed.channel, claimed.target, error)
         # Only while our claim holds: a lease that ran out may have passed the delivery to another worker.
         changed(
             session,

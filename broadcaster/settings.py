@@ -43,11 +43,68 @@ class DeliverySettings(BaseModel):
     sweep_every: Duration = timedelta(seconds=30)
 
 
+_IMPACTS = ("none", "minor", "major", "critical")
+
+
 class ReminderSettings(BaseModel):
+    """Update reminders to responders, and holding statements to customers, for silent open incidents.
+
+    ``after`` is the cadence: one duration for every impact, or a table per impact (an impact missing from
+    the table gets neither a default "next update by" nor reminders). From the second period of silence
+    on, reminders are escalated: they also go to ``escalate``. ``holding`` lists the impacts (or ``true``
+    for all) whose silent incidents also get a holding statement on ``holding_channels`` (empty: every
+    enabled channel that is not a reminder channel).
+    """
+
     model_config = ConfigDict(extra="forbid")
     check_every: Duration = timedelta(minutes=1)
     after: Duration | dict[str, Duration] = timedelta(minutes=30)
     channels: list[str] = ["ops"]
+    escalate: list[str] = []
+    holding: bool | list[str] = []
+    holding_channels: list[str] = []
+
+    @field_validator("after")
+    @classmethod
+    def _known_impacts(cls, value: timedelta | dict[str, timedelta]) -> timedelta | dict[str, timedelta]:
+        periods = value.values() if isinstance(value, dict) else [value]
+        if any(period.total_seconds() <= 0 for period in periods):
+            raise ValueError("must be longer than 0s")
+        if isinstance(value, dict) and (unknown := sorted(set(value) - set(_IMPACTS))):
+            raise ValueError(f"impacts are {', '.join(_IMPACTS)}, not {', '.join(unknown)}")
+        return value
+
+    @field_validator("holding")
+    @classmethod
+    def _holding_impacts(cls, value: bool | list[str]) -> bool | list[str]:
+        if isinstance(value, list) and (unknown := sorted(set(value) - set(_IMPACTS))):
+            raise ValueError(f"impacts are {', '.join(_IMPACTS)}, not {', '.join(unknown)}")
+        return value
+
+    @field_validator("check_every")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    def after_for(self, impact: str) -> timedelta | None:
+        """The cadence for an incident of this impact; None when it has none."""
+        return self.after.get(impact) if isinstance(self.after, dict) else self.after
+
+    def holds_for(self, impact: str) -> bool:
+        """Whether a silent incident of this impact gets holding statements."""
+        return self.holding if isinstance(self.holding, bool) else impact in self.holding
+
+
+class MaintenanceSettings(BaseModel):
+    """Scheduled maintenance: when subscribers are reminded, and where maintenance is posted."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: the reminder goes out this long before the start (0s: no reminder)
+    remind_before: Duration = timedelta(hours=1)
+    #: empty: every enabled channel that is not a reminder channel
+    channels: list[str] = []
 
 
 class ApiToken(BaseModel):
@@ -63,6 +120,33 @@ class ApiSettings(BaseModel):
     tokens: list[ApiToken] = []
 
 
+class SubscriberSettings(BaseModel):
+    """``[subscribers]``: unsubscribe links and quarantine (see ``broadcaster.subscribers``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: signs unsubscribe links (HMAC-SHA256); unset: a random key generated once and kept in the database
+    signing_key: SecretStr | None = None
+    #: where `broadcaster api` is reachable from the internet (unsubscribe links, Twilio's signed webhook URL);
+    #: unset: ``public_url``
+    api_url: str | None = None
+    #: a subscriber whose address fails permanently this many times in a row is quarantined
+    quarantine_after: int = Field(default=3, ge=1, le=100)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. the output of `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http://)")
+        return value.rstrip("/") if value is not None else None
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config/broadcaster.example.toml``."""
 
@@ -74,7 +158,9 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
     reminders: ReminderSettings = ReminderSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
     api: ApiSettings = ApiSettings()
+    subscribers: SubscriberSettings = SubscriberSettings()
     templates_dir: str | None = None
     channels: dict[str, ChannelConfig] = {}
 

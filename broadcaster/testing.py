@@ -101,15 +101,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 
 def start_worker(
-    config: Path, log: Path, concurrency: int = 4, pool: str = "threads", name: str = "w1", cwd: Path | None = None
+    config: Path,
+    log: Path,
+    concurrency: int = 4,
+    pool: str = "threads",
+    name: str = "w1",
+    cwd: Path | None = None,
+    beat: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``celery -A broadcaster.worker worker`` on ``config``, logging to ``log``; return once it is ready."""
+    """Start ``celery -A broadcaster.worker worker`` on ``config``, logging to ``log``; return once it is ready.
+
+    ``beat`` also runs the scheduler in it (reminders, maintenance), keeping its schedule file next to ``log``.
+    """
     env = {**os.environ, "BROADCASTER_CONFIG": str(config)}
     command = [
         sys.executable, "-m", "celery", "-A", "broadcaster.worker", "worker",
         f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO", f"--hostname={name}@%h",
         "--without-heartbeat", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if beat:
+        command += ["--beat", f"--schedule={log.with_name(log.stem + '-beat-schedule')}"]
     with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 60

@@ -223,3 +223,6 @@ _configure_on_import()
 
 # The tasks other services may call by name (send_task) must be registered wherever a worker runs.
 import broadcaster.tasks_api  # noqa: E402,F401
+
+# The beat's tasks (and their schedule entries): update reminders and holding statements, maintenance steps.
+from broadcaster import maintenance, reminders  # noqa: E402,F401

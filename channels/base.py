@@ -59,12 +59,24 @@ class Message(BaseModel):
     warnings: list[str] = []
 
 
+#: the key in a delivery's ``state`` holding a subscriber's signed one-click unsubscribe link
+UNSUBSCRIBE_STATE = "unsubscribe_url"
+#: what templates see as ``unsubscribe_url``: an adapter puts each subscriber's own link in its place
+UNSUBSCRIBE_MARK = "{unsubscribe_url}"
+
+
 class SendContext(BaseModel):
     """What a send knows about the delivery it serves; ``state`` persists across attempts."""
 
     delivery_id: str
     attempt: int
     state: dict[str, Any] = {}
+
+    @property
+    def unsubscribe_url(self) -> str | None:
+        """The recipient's one-click unsubscribe link when it is a subscriber (set when its audience was resolved)."""
+        url = self.state.get(UNSUBSCRIBE_STATE)
+        return url if isinstance(url, str) else None
 
 
 class SendResult(BaseModel):

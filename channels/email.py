@@ -1,7 +1,13 @@
-"""Email over SMTP: one multipart/alternative message per recipient."""
+"""Email over SMTP: one multipart/alternative message per recipient.
+
+A subscriber's email (a channel with ``audience = "subscribers"``) also carries its own one-click unsubscribe
+link: in the ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` headers (RFC 8058) and in a footer rendered
+from ``unsubscribe.txt``/``unsubscribe.html`` with the link in place of ``UNSUBSCRIBE_MARK``.
+"""
 
 from __future__ import annotations
 
+import html
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -15,7 +21,10 @@ from pydantic import SecretStr, field_validator, model_validator
 
 from broadcaster.errors import PermanentError, TransientError
 from broadcaster.units import Duration
-from channels.base import Channel, ChannelConfig, Message, SendContext, SendResult
+from channels.base import UNSUBSCRIBE_MARK, Channel, ChannelConfig, Message, SendContext, SendResult
+
+#: the footer parts a channel with an audience renders for its subscribers
+FOOTER_TEXT, FOOTER_HTML = "unsubscribe_text", "unsubscribe_html"
 
 
 def _address(value: str) -> str:
@@ -53,6 +62,8 @@ class EmailConfig(ChannelConfig):
     def _someone(self) -> EmailConfig:
         if not self.recipients and not self.audience:
             raise ValueError("recipients: an email channel needs at least one recipient")
+        if self.audience is not None and self.audience != "subscribers":
+            raise ValueError(f'audience: must be "subscribers", not {self.audience!r}')
         if self.ssl and self.starttls and self.port == 465:
             self.starttls = False
         return self
@@ -61,18 +72,30 @@ class EmailConfig(ChannelConfig):
 class EmailChannel(Channel[EmailConfig]):
     type: ClassVar[str] = "email"
     Config = EmailConfig
-    templates: ClassVar[dict[str, str]] = {"subject": "subject.txt", "text": "body.txt", "html": "body.html"}
+    templates: ClassVar[dict[str, str]] = {
+        "subject": "subject.txt",
+        "text": "body.txt",
+        "html": "body.html",
+        FOOTER_TEXT: "unsubscribe.txt",
+        FOOTER_HTML: "unsubscribe.html",
+    }
 
     def targets(self) -> list[str]:
         return list(self.config.recipients)
 
     def shape(self, parts: dict[str, str], context: dict[str, Any]) -> Message:
         message = super().shape(parts, context)
+        if not self.config.audience:  # no subscribers, no footer
+            message.parts.pop(FOOTER_TEXT, None)
+            message.parts.pop(FOOTER_HTML, None)
         message.parts["subject"] = " ".join(message.parts["subject"].split())
         message.size = {"subject": message.parts["subject"]}
         return message
 
-    def compose(self, message: Message, target: str, delivery_id: str) -> EmailMessage:
+    def compose(
+        self, message: Message, target: str, delivery_id: str, unsubscribe_url: str | None = None
+    ) -> EmailMessage:
+        """The email to ``target``; with ``unsubscribe_url`` (a subscriber's), its headers and footer too."""
         email = EmailMessage()
         email["From"] = self.config.sender
         email["To"] = target
@@ -83,8 +106,16 @@ class EmailChannel(Channel[EmailConfig]):
         email["Message-ID"] = f"<{delivery_id}@{domain}>"
         if self.config.reply_to:
             email["Reply-To"] = self.config.reply_to
-        email.set_content(message.parts["text"] + "\n")
-        email.add_alternative(message.parts["html"] + "\n", subtype="html")
+        text, body_html = message.parts["text"], message.parts["html"]
+        if unsubscribe_url:
+            email["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            footer = message.parts.get(FOOTER_TEXT, "").replace(UNSUBSCRIBE_MARK, unsubscribe_url)
+            footer_html = message.parts.get(FOOTER_HTML, "").replace(UNSUBSCRIBE_MARK, html.escape(unsubscribe_url))
+            text = f"{text}\n\n{footer}" if footer else text
+            body_html = _before_body_end(body_html, footer_html) if footer_html else body_html
+        email.set_content(text + "\n")
+        email.add_alternative(body_html + "\n", subtype="html")
         return email
 
     def connect(self) -> smtplib.SMTP:
@@ -108,7 +139,7 @@ class EmailChannel(Channel[EmailConfig]):
         return smtp
 
     def send(self, message: Message, target: str, context: SendContext) -> SendResult:
-        email = self.compose(message, target, context.delivery_id)
+        email = self.compose(message, target, context.delivery_id, context.unsubscribe_url)
         with _smtp_errors(self.config.host, self.config.port):
             smtp = self.connect()
             try:
@@ -144,6 +175,12 @@ def _smtp_errors(host: str, port: int) -> Iterator[None]:
         raise PermanentError(f"{where}: {exc}") from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise TransientError(f"cannot deliver through {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _before_body_end(document: str, footer: str) -> str:
+    """``footer`` inside the HTML document's body, at its end."""
+    end = document.lower().rfind("</body>")
+    return f"{document[:end]}{footer}\n{document[end:]}" if end >= 0 else f"{document}\n{footer}"
 
 
 def _by_code(code: int, reason: str) -> TransientError | PermanentError:

@@ -3,6 +3,10 @@
 from alembic import context
 
 import broadcaster.idempotency  # noqa: F401  (its table, for autogenerate)
+from broadcaster import (
+    lifecycle,  # noqa: F401  (reminders, maintenance, postmortems)
+    subscribers,  # noqa: F401  (subscribers, signing keys)
+)
 from broadcaster.models import Base
 
 connection = context.config.attributes["connection"]
