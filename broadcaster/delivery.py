@@ -149,9 +149,7 @@ def run_attempt(settings: Settings, delivery_id: str) -> Next:
     record_outcome(
         settings, claimed.channel, reachable=not isinstance(error, TransientError) or isinstance(error, RateLimited)
     )
-    delay = record(settings, claimed, started, duration, result, error, state)
-    failed_for_good = error is not None and delay is None
-    return Next(retry_in=delay, enqueue=fall_back(settings, claimed.delivery_id) if failed_for_good else [])
+    return record(settings, claimed, started, duration, result, error, state)
 
 
 def wait_needed(settings: Settings, delivery_id: str) -> Next | None:
@@ -215,7 +213,7 @@ def record(
     result: SendResult | None,
     error: DeliveryError | None,
     state: dict[str, object],
-) -> float | None:
+) -> Next:
     retry = settings.retry_for(claimed.channel) if claimed.channel in settings.channels else RetrySettings()
     config = settings.channels.get(claimed.channel)
     reason = redact(str(error), config) if error else None
@@ -251,7 +249,7 @@ def record(
         # A subscriber's run of permanent failures (a bounced address, an invalid number) leads to quarantine.
         note_outcome(session, settings, claimed.channel, claimed.target, error)
         # Only while our claim holds: a lease that ran out may have passed the delivery to another worker.
-        changed(
+        held = changed(
             session,
             update(Delivery)
             .where(claim_holds(claimed.delivery_id, claimed.attempt))
@@ -265,10 +263,14 @@ def record(
                 updated_at=now,
             ),
         )
+        step = Next(retry_in=delay)
+        if held and status == DeliveryStatus.failed:
+            # In the same transaction: no one sees the broadcast finished before its fallbacks exist.
+            step.enqueue = fall_back(settings, claimed.delivery_id, session)
     log.info(
         "delivery %s attempt %d: %s%s", claimed.delivery_id, claimed.attempt, outcome, f" ({reason})" if reason else ""
     )
-    return delay
+    return step
 
 
 def redact(text: str, config: ChannelConfig | None) -> str:

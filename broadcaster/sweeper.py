@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from broadcaster.db import changed, session_scope
 from broadcaster.delivery import claim_holds
+from broadcaster.fallback import fall_back
 from broadcaster.models import Attempt, Delivery, DeliveryStatus, Outcome, utcnow
 from broadcaster.settings import Settings
 
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 
 
-def sweep(settings: Settings, queue_empty: bool = True) -> tuple[list[str], list[str]]:
-    """Recover lost claims and lost tasks; return (deliveries to enqueue, deliveries that failed for good).
+def sweep(settings: Settings, queue_empty: bool = True) -> list[str]:
+    """Recover lost claims and lost tasks; return the deliveries to enqueue (fallbacks of those that failed too).
 
     Overdue deliveries are taken for lost only while the queue is empty: in a long backlog they are still
     waiting their turn, and enqueueing them again would only lengthen it.
@@ -32,7 +33,6 @@ def sweep(settings: Settings, queue_empty: bool = True) -> tuple[list[str], list
     # Two whole periods: a task still waiting in a busy queue is not taken for lost at once.
     grace = max(2 * settings.delivery.sweep_every, timedelta(seconds=1))
     to_enqueue: list[str] = []
-    gave_up: list[str] = []
     # Only channels this worker can send: a worker configured for fewer channels leaves the others alone.
     mine = Delivery.channel.in_(list(settings.channels))
     with session_scope(settings.database_url) as session:
@@ -63,7 +63,7 @@ def sweep(settings: Settings, queue_empty: bool = True) -> tuple[list[str], list
                     duration_seconds=settings.delivery.lease.total_seconds(),
                 )
             )
-            (gave_up if exhausted else to_enqueue).append(delivery.id)
+            to_enqueue += fall_back(settings, delivery.id, session) if exhausted else [delivery.id]
         overdue = (
             []
             if not queue_empty
@@ -82,9 +82,9 @@ def sweep(settings: Settings, queue_empty: bool = True) -> tuple[list[str], list
             # Due again one whole sweep period from now: a slow queue is not swept twice in a row.
             changed(session, update(Delivery).where(Delivery.id.in_(overdue)).values(due_at=now))
         to_enqueue += overdue
-    if to_enqueue or gave_up:
+    if to_enqueue:
         log.warning("sweeper: %d lost claims, %d overdue deliveries re-enqueued", len(lost), len(overdue))
-    return to_enqueue, gave_up
+    return to_enqueue
 
 
 def _max_attempts(settings: Settings, channel: str) -> int:

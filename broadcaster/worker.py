@@ -23,7 +23,6 @@ from kombu.exceptions import ChannelError, OperationalError
 from broadcaster import db, sweeper
 from broadcaster.delivery import run_attempt
 from broadcaster.errors import ConfigError
-from broadcaster.fallback import fall_back
 from broadcaster.guards import take_turn
 from broadcaster.settings import Settings, load_settings
 
@@ -185,10 +184,10 @@ def _sweep_forever() -> None:
         period = settings.delivery.sweep_every.total_seconds()
         try:
             if take_turn(settings, "sweep", period * 0.9):
-                to_enqueue, gave_up = sweeper.sweep(settings, queue_empty=queued_tasks() == 0)
+                to_enqueue = sweeper.sweep(settings, queue_empty=queued_tasks() == 0)
                 if to_enqueue:
                     declare_queues()
-                enqueue([*to_enqueue, *(i for d in gave_up for i in fall_back(settings, d))])
+                enqueue(to_enqueue)
         except Exception as exc:  # the database or broker is down: the next period tries again
             log.warning("sweep failed, trying again in %gs: %s", period, exc)
         time.sleep(period)
