@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from pydantic import SecretStr
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import changed, session_scope, sessions
@@ -23,10 +25,12 @@ from broadcaster.guards import circuit_hold, rate_hold, record_outcome
 from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, utcnow
 from broadcaster.settings import RetrySettings, Settings
 from broadcaster.subscribers import note_outcome
-from channels import ChannelConfig, Message, SendContext, SendResult
+from channels import Channel, ChannelConfig, Message, SendContext, SendResult
 
 log = logging.getLogger(__name__)
 
+#: the deliveries table, for statements run once per list of parameters (executemany)
+DELIVERIES = cast(Table, Delivery.__table__)
 #: a task that arrives this early for a `retrying` delivery still claims it (clocks and timers differ slightly)
 EARLY = timedelta(milliseconds=50)
 
@@ -100,24 +104,39 @@ def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
         )
 
 
-def send(settings: Settings, claimed: Claimed) -> tuple[SendResult | None, DeliveryError | None, dict[str, object]]:
-    """Send through the channel's adapter; every failure comes back as one of our DeliveryErrors."""
+Adapter = Channel  # type: ignore[type-arg]
+
+
+def send(
+    settings: Settings, claimed: Claimed, channel: Adapter | None = None
+) -> tuple[SendResult | None, DeliveryError | None, dict[str, object]]:
+    """Send through the channel's adapter; every failure comes back as one of our DeliveryErrors.
+
+    Without ``channel`` the adapter is built for this one send and closed after it.
+    """
     context = SendContext(delivery_id=claimed.delivery_id, attempt=claimed.attempt, state=dict(claimed.state))
     if claimed.channel not in settings.channels:
         return None, PermanentError(f"channel {claimed.channel!r} is not in this worker's configuration"), {}
+    own = channel is None
     try:
-        channel = build_channel(settings, claimed.channel)
+        adapter = build_channel(settings, claimed.channel) if channel is None else channel
     except ConfigError as exc:
         return None, PermanentError(str(exc)), {}
     try:
-        return channel.send(claimed.message, claimed.target, context), None, context.state
+        return adapter.send(claimed.message, claimed.target, context), None, context.state
     except DeliveryError as exc:
         return None, exc, context.state
     except Exception as exc:  # an adapter bug must not lose the delivery: record it and retry
         log.exception("channel %s raised an unexpected error", claimed.channel)
         return None, TransientError(f"unexpected {type(exc).__name__}: {exc}"), context.state
     finally:
-        channel.close()
+        if own:
+            adapter.close()
+
+
+def reachable(error: DeliveryError | None) -> bool:
+    """A provider that answered at all (even "no") is up; only transient failures count against its circuit."""
+    return not isinstance(error, TransientError) or isinstance(error, RateLimited)
 
 
 @dataclass
@@ -139,16 +158,13 @@ def run_attempt(settings: Settings, delivery_id: str) -> Next:
     # The rate limit is reserved last, right before the send, so the provider sees the limit we reserved.
     wait = rate_hold(settings, claimed.channel)
     if wait is not None:
-        release(settings, claimed, wait)
+        release(settings, [claimed], wait)
         return Next(retry_in=wait)
     started = utcnow()
     clock = time.monotonic()
     result, error, state = send(settings, claimed)
     duration = time.monotonic() - clock
-    # A provider that answered at all (even "no") is up; only transient failures count against its circuit.
-    record_outcome(
-        settings, claimed.channel, reachable=not isinstance(error, TransientError) or isinstance(error, RateLimited)
-    )
+    record_outcome(settings, claimed.channel, reachable=reachable(error))
     return record(settings, claimed, started, duration, result, error, state)
 
 
@@ -178,19 +194,35 @@ def wait_needed(settings: Settings, delivery_id: str) -> Next | None:
     return step
 
 
-def release(settings: Settings, claimed: Claimed, seconds: float) -> None:
-    """Give back a claim that could not send (rate limit spent): as it was, minus the attempt, due later."""
+def release(settings: Settings, claims: Sequence[Claimed], seconds: float) -> None:
+    """Give back claims that could not send (rate limit spent, circuit open): as they were, minus the attempt,
+    due in ``seconds``."""
+    if not claims:
+        return
+    table = DELIVERIES
     with session_scope(settings.database_url) as session:
-        changed(
-            session,
-            update(Delivery)
-            .where(claim_holds(claimed.delivery_id, claimed.attempt))
+        session.execute(
+            update(table)
+            .where(
+                table.c.id == bindparam("claimed_id"),
+                table.c.status == DeliveryStatus.sending.value,
+                table.c.attempts == bindparam("claimed_attempt"),
+            )
             .values(
-                status=claimed.previous_status,
-                attempts=claimed.attempt - 1,
+                status=bindparam("previous_status"),
+                attempts=bindparam("attempts_before"),
                 lease_until=None,
                 due_at=utcnow() + timedelta(seconds=seconds),
             ),
+            [
+                {
+                    "claimed_id": c.delivery_id,
+                    "claimed_attempt": c.attempt,
+                    "attempts_before": c.attempt - 1,
+                    "previous_status": c.previous_status.value,
+                }
+                for c in claims
+            ],
         )
 
 

@@ -38,9 +38,14 @@ class RetrySettings(BaseModel):
 
 
 class DeliverySettings(BaseModel):
+    """``batch_size`` deliveries travel in one task (1: one task per delivery); each worker process keeps up to
+    ``in_flight`` sends going at once, over connections it keeps open between sends."""
+
     model_config = ConfigDict(extra="forbid")
     lease: Duration = timedelta(minutes=2)
     sweep_every: Duration = timedelta(seconds=30)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    in_flight: int = Field(default=32, ge=1, le=256)
 
 
 _IMPACTS = ("none", "minor", "major", "critical")

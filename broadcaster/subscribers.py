@@ -723,48 +723,70 @@ def recipient_verdict(error: DeliveryError) -> str | None:
     return None
 
 
+def _kept_by_audience(settings: Settings, channel: str) -> Kind | None:
+    """The kind of subscriber a channel with an audience sends to; None for any other channel."""
+    config = settings.channels.get(channel)
+    if config is None or getattr(config, "audience", None) is None:
+        return None
+    return KIND_OF_CHANNEL.get(config.type)
+
+
+def note_successes(session: Session, settings: Settings, channel: str, targets: Sequence[str]) -> None:
+    """A success ends a subscriber's run of permanent failures (one statement for a batch of targets)."""
+    kind = _kept_by_audience(settings, channel)
+    if kind is None or not targets:
+        return
+    session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.kind == kind.value,
+            Subscriber.address.in_({_bare(kind, target) for target in targets}),
+            Subscriber.failures > 0,
+        )
+        .values(failures=0, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def note_outcome(session: Session, settings: Settings, channel: str, target: str, error: DeliveryError | None) -> None:
     """Keep a subscriber's run of permanent failures: reset by a success, quarantining at the limit.
 
     Only for channels with an audience; a target that is no subscriber is left alone. Runs in the
     transaction that records the attempt.
     """
-    config = settings.channels.get(channel)
-    if config is None or getattr(config, "audience", None) is None:
-        return
-    kind = KIND_OF_CHANNEL.get(config.type)
+    kind = _kept_by_audience(settings, channel)
     if kind is None:
+        return
+    if error is None:
+        note_successes(session, settings, channel, [target])
         return
     now = utcnow()
     this = (Subscriber.kind == kind.value) & (Subscriber.address == _bare(kind, target))
-    if error is None:
-        statement = update(Subscriber).where(this, Subscriber.failures > 0).values(failures=0, updated_at=now)
+    verdict = recipient_verdict(error)
+    if verdict is None:
+        return
+    reason = str(error)[:1000]
+    if verdict == "unsubscribed":
+        statement = (
+            update(Subscriber)
+            .where(this, Subscriber.status != SubscriberStatus.unsubscribed)
+            .values(status=SubscriberStatus.unsubscribed, unsubscribed_at=now, last_error=reason, updated_at=now)
+        )
     else:
-        verdict = recipient_verdict(error)
-        if verdict is None:
-            return
-        reason = str(error)[:1000]
-        if verdict == "unsubscribed":
-            statement = (
-                update(Subscriber)
-                .where(this, Subscriber.status != SubscriberStatus.unsubscribed)
-                .values(status=SubscriberStatus.unsubscribed, unsubscribed_at=now, last_error=reason, updated_at=now)
+        reached = (Subscriber.failures + 1 >= settings.subscribers.quarantine_after) & (
+            Subscriber.status == SubscriberStatus.confirmed
+        )
+        statement = (
+            update(Subscriber)
+            .where(this)
+            .values(
+                failures=Subscriber.failures + 1,
+                last_error=reason,
+                updated_at=now,
+                status=case((reached, literal(SubscriberStatus.quarantined.value)), else_=Subscriber.status),
+                quarantined_at=case((reached, literal(now, UTCDateTime())), else_=Subscriber.quarantined_at),
             )
-        else:
-            reached = (Subscriber.failures + 1 >= settings.subscribers.quarantine_after) & (
-                Subscriber.status == SubscriberStatus.confirmed
-            )
-            statement = (
-                update(Subscriber)
-                .where(this)
-                .values(
-                    failures=Subscriber.failures + 1,
-                    last_error=reason,
-                    updated_at=now,
-                    status=case((reached, literal(SubscriberStatus.quarantined.value)), else_=Subscriber.status),
-                    quarantined_at=case((reached, literal(now, UTCDateTime())), else_=Subscriber.quarantined_at),
-                )
-            )
+        )
     session.execute(statement.execution_options(synchronize_session=False))
 
 

@@ -21,6 +21,7 @@ from celery.signals import celeryd_init, worker_process_init, worker_ready
 from kombu.exceptions import ChannelError, OperationalError
 
 from broadcaster import db, sweeper
+from broadcaster.batch import run_batch
 from broadcaster.delivery import run_attempt
 from broadcaster.errors import ConfigError
 from broadcaster.guards import take_turn
@@ -110,10 +111,23 @@ def deliver(self: Task, delivery_id: str) -> None:  # type: ignore[type-arg]
         raise self.retry(countdown=min(step.retry_in, MAX_COUNTDOWN), max_retries=None)
 
 
+@app.task(name="broadcaster.deliver_batch", acks_late=True, ignore_result=True)
+def deliver_batch(delivery_ids: list[str]) -> None:
+    """Make one attempt at each of these deliveries together; each one that must wait or retry goes on alone."""
+    step = run_batch(get_settings(), delivery_ids)
+    for delivery_id, seconds in step.later.items():
+        deliver.apply_async((delivery_id,), countdown=min(seconds, MAX_COUNTDOWN))
+    enqueue(step.enqueue)
+
+
 def enqueue(delivery_ids: Sequence[str]) -> None:
-    """Hand deliveries to the workers; call only after their rows are committed."""
-    if delivery_ids:
+    """Hand deliveries to the workers, ``[delivery] batch_size`` per task; call only after their rows are committed."""
+    size = get_settings().delivery.batch_size
+    if len(delivery_ids) == 1 or size == 1:
         group(deliver.s(delivery_id) for delivery_id in delivery_ids).apply_async()
+    elif delivery_ids:
+        chunks = (list(delivery_ids[i : i + size]) for i in range(0, len(delivery_ids), size))
+        group(deliver_batch.s(chunk) for chunk in chunks).apply_async()
 
 
 def dispatch(settings: Settings, delivery_ids: Sequence[str]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import smtplib
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -23,6 +24,8 @@ from broadcaster.errors import PermanentError, TransientError
 from broadcaster.units import Duration
 from channels.base import UNSUBSCRIBE_MARK, Channel, ChannelConfig, Message, SendContext, SendResult
 
+#: a kept SMTP session idle longer than this (seconds) is checked with NOOP before the next send
+IDLE_CHECK = 5.0
 #: the footer parts a channel with an audience renders for its subscribers
 FOOTER_TEXT, FOOTER_HTML = "unsubscribe_text", "unsubscribe_html"
 
@@ -79,6 +82,11 @@ class EmailChannel(Channel[EmailConfig]):
         FOOTER_TEXT: "unsubscribe.txt",
         FOOTER_HTML: "unsubscribe.html",
     }
+
+    def __init__(self, name: str, config: EmailConfig) -> None:
+        super().__init__(name, config)
+        self._smtp: smtplib.SMTP | None = None
+        self._used = 0.0
 
     def targets(self) -> list[str]:
         return list(self.config.recipients)
@@ -141,12 +149,30 @@ class EmailChannel(Channel[EmailConfig]):
     def send(self, message: Message, target: str, context: SendContext) -> SendResult:
         email = self.compose(message, target, context.delivery_id, context.unsubscribe_url)
         with _smtp_errors(self.config.host, self.config.port):
-            smtp = self.connect()
+            smtp = self._session()
             try:
                 smtp.send_message(email, to_addrs=[target])
-            finally:
-                _quietly_quit(smtp)
+            except BaseException:
+                self.close()  # a session in an unknown state is not reused
+                raise
+            self._used = time.monotonic()
         return SendResult(provider_id=str(email["Message-ID"]))
+
+    def _session(self) -> smtplib.SMTP:
+        """The SMTP session kept open between sends; one idle for a while is checked first (servers drop them)."""
+        if self._smtp is not None and time.monotonic() - self._used > IDLE_CHECK:
+            try:
+                self._smtp.noop()
+            except (smtplib.SMTPException, OSError):
+                self.close()
+        if self._smtp is None:
+            self._smtp = self.connect()
+        return self._smtp
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            _quietly_quit(self._smtp)
+            self._smtp = None
 
     def check(self) -> str:
         with _smtp_errors(self.config.host, self.config.port):

@@ -1,0 +1,67 @@
+"""The fast fan-out: deliveries travel in batches, each still with its own status, attempts and retries."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from celery import Celery
+
+from broadcaster.sandbox import Sandbox
+from tests.conftest import Cluster
+from tests.test_resilience import SEND, all_finished, assert_log_consistent, deliveries, email_channel, wait_until
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_each_delivery_keeps_its_own_outcome_in_a_batch_or_alone(
+    cluster: Callable[..., Cluster], sandbox: Sandbox, batch_size: int
+) -> None:
+    """One refused address, one temporary failure, 38 fine: the same log whether batched or one task each."""
+    recipients = [f"reader{i:02d}@example.com" for i in range(40)]
+    sandbox.smtp.reject.add("reader07@example.com")
+    sandbox.smtp.script("451 4.3.0 try again later")  # the first DATA only
+    group = cluster(
+        {"email": email_channel(sandbox, recipients)},
+        delivery={"lease": "5s", "sweep_every": "1s", "batch_size": batch_size, "in_flight": 8},
+    )
+    group.start("w1", concurrency=2)
+    sent = group.cli(*SEND, "--wait", "--timeout", "60", "--json")
+    assert sent.code == 1, sent.stderr + group.logs()  # one delivery failed
+
+    rows = {d["target"]: d for d in sent.json["deliveries"]}
+    assert rows["reader07@example.com"]["status"] == "failed"
+    assert rows["reader07@example.com"]["attempts"] == 1
+    assert "550" in rows["reader07@example.com"]["error"]
+    retried = [d for d in rows.values() if d["attempts"] == 2]
+    assert len(retried) == 1 and retried[0]["status"] == "delivered"
+    assert sum(1 for d in rows.values() if d["status"] == "delivered" and d["attempts"] == 1) == 38
+    received = Counter(r for mail in sandbox.smtp.received() for r in mail.recipients)
+    assert set(received) == set(recipients) - {"reader07@example.com"}
+    assert set(received.values()) == {1}
+    assert_log_consistent(group, sent.json["broadcast_id"])
+
+
+def test_a_batch_task_delivered_three_times_sends_each_delivery_once(
+    cluster: Callable[..., Cluster], sandbox: Sandbox
+) -> None:
+    """The broker hands the same batch out again (and again) while it runs: every recipient gets one email."""
+    recipients = [f"twice{i:02d}@example.com" for i in range(30)]
+    group = cluster({"email": email_channel(sandbox, recipients)})
+    sent = group.cli(*SEND, "--json")  # enqueued; no worker yet
+    assert sent.code == 0, sent.stderr
+    ids = [d["id"] for d in sent.json["deliveries"]]
+    client = Celery(broker=group.broker_url)
+    try:
+        for _ in range(3):
+            client.send_task("broadcaster.deliver_batch", args=[ids])
+    finally:
+        client.close()
+    group.start("w1", concurrency=4)
+    broadcast_id = sent.json["broadcast_id"]
+    wait_until(lambda: all_finished(group, broadcast_id), 60, "every delivery to finish", group)
+
+    received = Counter(r for mail in sandbox.smtp.received() for r in mail.recipients)
+    assert received == Counter(recipients)
+    assert {(r.status, r.attempts) for r in deliveries(group, broadcast_id)} == {("delivered", 1)}
+    assert_log_consistent(group, broadcast_id)
