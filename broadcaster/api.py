@@ -403,11 +403,33 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _broadcast_response(answer: Answer) -> JSONResponse:
-    headers = {"Location": f"/v1/broadcasts/{answer.body['broadcast_id']}"}
+def idempotent_post(
+    request: Request,
+    scope: str,
+    key: str | None,
+    action: Callable[[], tuple[int, Any]],
+    body: Any = None,
+    location: str | None = None,
+) -> JSONResponse:
+    """Run ``action`` once per Idempotency-Key and answer with its (or, for a repeat, its first) result."""
+    digest = fingerprint("POST", request.url.path, body)
+    return idempotent_response(once(_settings(request), scope, key, digest, action), location)
+
+
+def idempotent_response(answer: Answer, location: str | None = None) -> JSONResponse:
+    """The answer of an idempotent POST; ``location``, filled in from the body's fields, is its Location header."""
+    headers = {"Location": location.format_map(answer.body)} if location else {}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+
+
+def _broadcast(
+    request: Request, principal: Principal, update: UpdateRequest, key: str | None, wait: bool, timeout: float
+) -> JSONResponse:
+    # client.submit claims the key itself: its fingerprint is shared with the Python API and the Celery task.
+    answer = client.submit(_settings(request), update, scope=principal.name, key=key, wait=wait, timeout=timeout)
+    return idempotent_response(answer, "/v1/broadcasts/{broadcast_id}")
 
 
 def _install_routes(app: FastAPI) -> None:
@@ -434,11 +456,7 @@ def _install_routes(app: FastAPI) -> None:
         wait: Wait = False,
         timeout: Timeout = 30.0,
     ) -> JSONResponse:
-        update = update_request(body.model_dump())
-        answer = client.submit(
-            _settings(request), update, scope=principal.name, key=idempotency_key, wait=wait, timeout=timeout
-        )
-        return _broadcast_response(answer)
+        return _broadcast(request, principal, update_request(body.model_dump()), idempotency_key, wait, timeout)
 
     @app.post(
         "/v1/incidents/{incident_id}/updates",
@@ -458,10 +476,7 @@ def _install_routes(app: FastAPI) -> None:
         timeout: Timeout = 30.0,
     ) -> JSONResponse:
         update = update_request({**body.model_dump(), "incident_id": incident_id})
-        answer = client.submit(
-            _settings(request), update, scope=principal.name, key=idempotency_key, wait=wait, timeout=timeout
-        )
-        return _broadcast_response(answer)
+        return _broadcast(request, principal, update, idempotency_key, wait, timeout)
 
     @app.get(
         "/v1/incidents",
@@ -559,9 +574,7 @@ def _install_routes(app: FastAPI) -> None:
             row = rows[0].model_dump(mode="json")
             return (200 if DeliveryStatus(row["status"]).finished else 202), row
 
-        answer = once(settings, principal.name, idempotency_key, fingerprint("POST", request.url.path, None), action)
-        headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
-        return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+        return idempotent_post(request, principal.name, idempotency_key, action)
 
     @app.post(
         "/v1/preview",

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.datastructures import ImmutableMultiDict
 
 from broadcaster import subscribers
-from broadcaster.idempotency import MAX_KEY_LENGTH, fingerprint, once
+from broadcaster.idempotency import MAX_KEY_LENGTH
 from broadcaster.settings import Settings
 from broadcaster.subscribers import Kind, NoSuchSubscriber, SubscriberStatus
 
@@ -249,6 +249,8 @@ def list_subscribers(
 def add_subscriber(
     body: SubscriberCreate, request: Request, principal: Writer, idempotency_key: IdempotencyKeyHeader = None
 ) -> JSONResponse:
+    from broadcaster.api import idempotent_post
+
     settings = _settings(request)
     kind, address = (Kind.email, body.email) if body.email is not None else (Kind.phone, body.phone)
     assert address is not None
@@ -257,12 +259,9 @@ def add_subscriber(
         view, created = subscribers.add_subscriber(settings, kind, address, body.components, body.resubscribe)
         return (201 if created else 200), view
 
-    digest = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
-    answer = once(settings, principal.name, idempotency_key, digest, action)
-    headers = {"Location": f"/v1/subscribers/{answer.body['id']}"}
-    if answer.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+    return idempotent_post(
+        request, principal.name, idempotency_key, action, body.model_dump(mode="json"), "/v1/subscribers/{id}"
+    )
 
 
 @router.get(

@@ -40,6 +40,8 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until every delivery has finished.")]
 TimeoutOption = Annotated[float | None, typer.Option("--timeout", help="Seconds --wait waits at most.", min=0)]
+ComponentOption = Annotated[list[str] | None, typer.Option("--component", help="An affected component.")]
+ChannelOption = Annotated[list[str] | None, typer.Option("--channel", help="Send only here (repeat).")]
 NextUpdateOption = Annotated[
     str | None,
     typer.Option(
@@ -86,19 +88,20 @@ def deliveries_table(rows: Sequence[dict[str, Any]], title: str | None = None) -
     out.print(table)
 
 
-def watch(settings: Settings, broadcast_id: str, timeout: float | None, live: bool) -> bool:
-    """Wait for a broadcast to finish, showing its deliveries as they change on a terminal."""
+def watch(settings: Settings, broadcasts: str | Sequence[str], timeout: float | None, live: bool) -> bool:
+    """Wait for broadcasts to finish, showing their deliveries as they change on a terminal."""
     from rich.live import Live
 
     from broadcaster.queries import broadcast_summary, wait_for
 
+    ids = [broadcasts] if isinstance(broadcasts, str) else list(broadcasts)
     if not (live and out.is_terminal):
-        return wait_for(settings, [broadcast_id], timeout)
+        return wait_for(settings, ids, timeout)
     with Live(console=out, refresh_per_second=8, transient=True) as screen:
         while True:
-            finished = wait_for(settings, [broadcast_id], 0.25 if timeout is None else min(0.25, timeout))
-            summary = broadcast_summary(settings, broadcast_id)
-            screen.update(progress_table(summary["deliveries"]))
+            finished = wait_for(settings, ids, 0.25 if timeout is None else min(0.25, timeout))
+            rows = [row for b in ids for row in broadcast_summary(settings, b)["deliveries"]]
+            screen.update(progress_table(rows))
             if timeout is not None:
                 timeout -= 0.25
             if finished or (timeout is not None and timeout <= 0):
@@ -153,18 +156,54 @@ def warn_if_undispatched(dispatched: bool, count: int) -> None:
         )
 
 
-def finish(settings: Settings, broadcast_id: str, wait: bool, timeout: float | None, as_json: bool) -> NoReturn:
+def finish(
+    settings: Settings,
+    broadcast_ids: Sequence[str],
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+    *,
+    extra: dict[str, Any] | None = None,
+    events: bool = True,
+    message: str | None = None,
+    empty: str = "",
+    live: bool = False,
+) -> NoReturn:
+    """Wait (when asked; always in embedded mode), print the broadcasts' summaries and exit with the contract's code.
+
+    ``--json`` prints the list of summaries, or with ``extra`` one object: ``extra`` and the first summary.
+    ``events`` names each broadcast's event (a reminder, a maintenance step...) in its summary and title.
+    """
     from broadcaster.queries import broadcast_summary
 
-    finished = watch(settings, broadcast_id, timeout, live=not as_json) if wait else True
-    summary = broadcast_summary(settings, broadcast_id)
+    wait = wait or settings.embedded
+    finished = watch(settings, broadcast_ids, timeout, live) if wait and broadcast_ids else True
+    summaries = [broadcast_summary(settings, b) for b in broadcast_ids]
+    if events:
+        from sqlalchemy import select
+
+        from broadcaster.db import sessions
+        from broadcaster.models import Broadcast
+
+        with sessions(settings.database_url)() as session:
+            query = select(Broadcast.id, Broadcast.event).where(Broadcast.id.in_(broadcast_ids))
+            named = {broadcast_id: event for broadcast_id, event in session.execute(query)}
+        summaries = [{**s, "event": named.get(s["broadcast_id"])} for s in summaries]
     if as_json:
-        print_json(summary)
+        print_json({**extra, **(summaries[0] if summaries else {})} if extra is not None else summaries)
     else:
-        deliveries_table(summary["deliveries"], title=f"broadcast {broadcast_id}: {summary['status']}")
-    if summary["status"] == "failed":
+        if message:
+            out.print(message, markup=False, highlight=False, soft_wrap=True)
+        if not summaries and empty:
+            out.print(empty, markup=False)
+        for summary in summaries:
+            title = f"broadcast {summary['broadcast_id']}"
+            if events:
+                title = f"{summary['event']} for incident {summary['incident_id']}: {title}"
+            deliveries_table(summary["deliveries"], title=f"{title}: {summary['status']}")
+    if any(s["status"] == "failed" for s in summaries):
         raise typer.Exit(EXIT_FAILED)
-    raise typer.Exit(EXIT_TIMEOUT if wait and not finished else EXIT_OK)
+    raise typer.Exit(EXIT_OK if finished else EXIT_TIMEOUT)
 
 
 @app.command()
@@ -174,8 +213,8 @@ def send(
     incident: Annotated[str | None, typer.Option("--incident", help="Update this incident.")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Open a new incident with this title.")] = None,
     impact: Annotated[str | None, typer.Option("--impact", help="none | minor | major | critical")] = None,
-    component: Annotated[list[str] | None, typer.Option("--component", help="An affected component.")] = None,
-    channel: Annotated[list[str] | None, typer.Option("--channel", help="Send only here (repeat).")] = None,
+    component: ComponentOption = None,
+    channel: ChannelOption = None,
     next_update: NextUpdateOption = None,
     reopen: ReopenOption = False,
     config: ConfigOption = None,
@@ -191,7 +230,7 @@ def send(
     request = update_request(incident, title, status, message, impact, component, channel, next_update, reopen)
     broadcast_id, delivery_ids = create_broadcast(settings, request)
     warn_if_undispatched(dispatch(settings, delivery_ids), len(delivery_ids))
-    finish(settings, broadcast_id, wait or settings.embedded, timeout, as_json)
+    finish(settings, [broadcast_id], wait, timeout, as_json, extra={}, events=False, live=not as_json)
 
 
 @app.command()

@@ -9,21 +9,10 @@ REPORT.md`` publishes a resolved incident's post-mortem.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-
-# The shared options, as in broadcaster.cli (which imports this module while it loads).
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="TOML configuration file (else $BROADCASTER_CONFIG or ./broadcaster.toml)."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until every delivery has finished.")]
-TimeoutOption = Annotated[float | None, typer.Option("--timeout", help="Seconds --wait waits at most.", min=0)]
-ChannelOption = Annotated[list[str] | None, typer.Option("--channel", help="Send only here (repeat).")]
 
 maintenance_app = typer.Typer(
     name="maintenance",
@@ -245,7 +234,7 @@ def remind(
     safe: each reminder and each step is sent once. In embedded mode the command runs until everything
     it sent is delivered.
     """
-    from broadcaster.cli import settings_from
+    from broadcaster.cli import finish, settings_from
 
     settings = settings_from(config)  # before the worker module loads: it reads the same configuration
     from broadcaster import maintenance, reminders
@@ -256,45 +245,7 @@ def remind(
     waiting = wait or settings.embedded
     created = reminders.remind(settings, when)
     created += maintenance.advance(settings, when, wait=waiting, timeout=timeout if timeout is not None else 120)
-    conclude(settings, created, waiting, timeout, as_json, empty="nothing is due")
-
-
-def conclude(
-    settings: Any,
-    broadcast_ids: Sequence[str],
-    wait: bool,
-    timeout: float | None,
-    as_json: bool,
-    empty: str = "",
-    extra: dict[str, Any] | None = None,
-    message: str | None = None,
-) -> NoReturn:
-    """Wait (when asked), print the broadcasts' summaries and exit with the contract's code."""
-    from sqlalchemy import select
-
-    from broadcaster.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, deliveries_table, out, print_json
-    from broadcaster.db import sessions
-    from broadcaster.models import Broadcast
-    from broadcaster.queries import broadcast_summary, wait_for
-
-    finished = wait_for(settings, list(broadcast_ids), timeout) if wait and broadcast_ids else True
-    with sessions(settings.database_url)() as session:
-        query = select(Broadcast.id, Broadcast.event).where(Broadcast.id.in_(broadcast_ids))
-        events = {broadcast_id: event for broadcast_id, event in session.execute(query)}
-    summaries = [{**broadcast_summary(settings, b), "event": events.get(b)} for b in broadcast_ids]
-    if as_json:
-        print_json({**extra, **(summaries[0] if summaries else {})} if extra is not None else summaries)
-    else:
-        if message:
-            out.print(message, markup=False, highlight=False, soft_wrap=True)
-        if not summaries and empty:
-            out.print(empty, markup=False)
-        for summary in summaries:
-            title = f"{summary['event']} for incident {summary['incident_id']}: broadcast {summary['broadcast_id']}"
-            deliveries_table(summary["deliveries"], title=f"{title}: {summary['status']}")
-    if any(s["status"] == "failed" for s in summaries):
-        raise typer.Exit(EXIT_FAILED)
-    raise typer.Exit(EXIT_OK if finished else EXIT_TIMEOUT)
+    finish(settings, created, waiting, timeout, as_json, empty="nothing is due")
 
 
 # --- maintenance -------------------------------------------------------------------------------------------
@@ -305,7 +256,7 @@ def maintenance_schedule(
     title: Annotated[str, typer.Option("--title", help="What is being maintained, as customers read it.")],
     starts: Annotated[str, typer.Option("--starts", help="Start: ISO 8601 (no offset: UTC) or +DURATION.")],
     ends: Annotated[str, typer.Option("--ends", help="End: ISO 8601 (no offset: UTC) or +DURATION.")],
-    component: Annotated[list[str] | None, typer.Option("--component", help="An affected component.")] = None,
+    component: ComponentOption = None,
     message: Annotated[str | None, typer.Option("--message", help="What customers should expect.")] = None,
     channel: ChannelOption = None,
     remind_before: Annotated[
@@ -317,7 +268,7 @@ def maintenance_schedule(
     as_json: JsonOption = False,
 ) -> None:
     """Schedule a maintenance window and announce it; the beat reminds, starts and completes it."""
-    from broadcaster.cli import settings_from
+    from broadcaster.cli import finish, settings_from
 
     settings = settings_from(config)
     from broadcaster import maintenance
@@ -337,15 +288,7 @@ def maintenance_schedule(
         f"maintenance {made.maintenance_id} (incident {made.incident_id}) scheduled: "
         f"{_short(window['starts_at'])} to {_short(window['ends_at'])}{reminder}"
     )
-    conclude(
-        settings,
-        [made.broadcast_id],
-        wait or settings.embedded,
-        timeout,
-        as_json,
-        extra={"maintenance": window},
-        message=text,
-    )
+    finish(settings, [made.broadcast_id], wait, timeout, as_json, extra={"maintenance": window}, message=text)
 
 
 @maintenance_app.command("list")
@@ -377,22 +320,15 @@ def maintenance_complete(
     as_json: JsonOption = False,
 ) -> None:
     """End a maintenance window now (its start is posted first if it has not been yet)."""
-    from broadcaster.cli import settings_from
+    from broadcaster.cli import finish, settings_from
 
     settings = settings_from(config)
     from broadcaster import maintenance
 
     created = maintenance.complete(settings, ident, timeout=timeout if timeout is not None else 120)
     window = maintenance.view(settings, maintenance.find(settings, ident))
-    conclude(
-        settings,
-        created,
-        settings.embedded,
-        timeout,
-        as_json,
-        extra={"maintenance": window, "broadcasts": created},
-        message=f"maintenance {window['id']} completed",
-    )
+    extra = {"maintenance": window, "broadcasts": created}
+    finish(settings, created, False, timeout, as_json, extra=extra, message=f"maintenance {window['id']} completed")
 
 
 # --- post-mortems ------------------------------------------------------------------------------------------
@@ -412,7 +348,7 @@ def postmortem(
     as_json: JsonOption = False,
 ) -> None:
     """Publish a resolved incident's post-mortem: in full on the blog webhook, a pointer on the other channels."""
-    from broadcaster.cli import settings_from
+    from broadcaster.cli import finish, settings_from
     from broadcaster.errors import InputError
     from broadcaster.postmortem import publish
 
@@ -425,12 +361,10 @@ def postmortem(
         raise InputError(f"{file}: cannot read: {exc.strerror}") from None
     published = publish(settings, incident_id, report, url=url, channels=channel or [])
     text = f"post-mortem of incident {incident_id} published (revision {published.revision}): {published.url}"
-    conclude(
-        settings,
-        [published.broadcast_id],
-        wait or settings.embedded,
-        timeout,
-        as_json,
-        extra={"postmortem_id": published.postmortem_id, "revision": published.revision, "url": published.url},
-        message=text,
-    )
+    extra = {"postmortem_id": published.postmortem_id, "revision": published.revision, "url": published.url}
+    finish(settings, [published.broadcast_id], wait, timeout, as_json, extra=extra, message=text)
+
+
+# Last: broadcaster.cli, which defines the shared options, registers this module's commands while it loads, so
+# they must exist before it is imported (whichever of the two modules is imported first).
+from broadcaster.cli import ChannelOption, ComponentOption, ConfigOption, JsonOption, TimeoutOption, WaitOption  # noqa: E402
