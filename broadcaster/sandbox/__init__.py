@@ -53,11 +53,14 @@ def emulator_types() -> dict[str, type[Emulator]]:
 
 
 class Sandbox:
-    """Every emulator, running; use as a context manager or call ``start``/``stop``."""
+    """Every emulator, running; use as a context manager or call ``start``/``stop``.
 
-    def __init__(self) -> None:
-        self.http = HttpSandbox()
-        self.smtp = SmtpSandbox()
+    ``latency`` (seconds; default 0) holds every HTTP answer and every SMTP answer to DATA that long.
+    """
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.http = HttpSandbox(latency=latency)
+        self.smtp = SmtpSandbox(latency=latency)
         self.emulators: dict[str, Emulator] = {kind: cls(self) for kind, cls in emulator_types().items()}
         for emulator in self.emulators.values():
             emulator.install()

@@ -78,10 +78,22 @@ class Route:
     handler: Handler
 
 
-class HttpSandbox:
-    """Serves the registered routes on 127.0.0.1; answers scripted faults first, then the emulator's own."""
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a deep accept backlog, so a burst of clients is not refused or delayed."""
 
-    def __init__(self) -> None:
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+class HttpSandbox:
+    """Serves the registered routes on 127.0.0.1; answers scripted faults first, then the emulator's own.
+
+    ``latency`` (seconds) holds every answer that long, as a real provider's round trip would, on top of a
+    scripted ``Answer.delay``; each connection has its own thread, so requests wait out their latency together.
+    """
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
         self.routes: list[Route] = []
         self.requests: list[Request] = []
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
@@ -116,6 +128,9 @@ class HttpSandbox:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The head and the body go out in two writes: with Nagle's algorithm the body would wait for the
+            # client's delayed ACK (40 ms on Linux) on every request after a connection's first.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -126,8 +141,7 @@ class HttpSandbox:
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
         self._stopping.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         threading.Thread(target=self._server.serve_forever, name="sandbox-http", daemon=True).start()
 
     def stop(self) -> None:
@@ -163,8 +177,8 @@ class HttpSandbox:
         request.status = answer.status
         with self._lock:
             self.requests.append(request)
-        if answer.delay:
-            self._stopping.wait(answer.delay)
+        if self.latency + answer.delay > 0:
+            self._stopping.wait(self.latency + answer.delay)
         if answer.hang:
             self._stopping.wait(HANG_LIMIT)
             answer.close = True

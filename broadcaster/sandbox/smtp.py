@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -35,9 +36,14 @@ def free_port() -> int:
 
 
 class SmtpSandbox:
-    """``reject`` recipients get ``550`` at RCPT; ``script(...)`` answers the next DATA commands."""
+    """``reject`` recipients get ``550`` at RCPT; ``script(...)`` answers the next DATA commands.
 
-    def __init__(self) -> None:
+    ``latency`` (seconds) holds each answer to DATA that long (without blocking the server's event loop, so
+    other sessions go on meanwhile), as a real mail server's queueing would.
+    """
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
         self.mails: list[Mail] = []
         self.reject: set[str] = set()
         self._scripts: deque[str] = deque()
@@ -67,6 +73,8 @@ class SmtpSandbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
         with self._lock:
             if self._scripts:
                 return self._scripts.popleft()
