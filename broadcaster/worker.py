@@ -99,6 +99,10 @@ def _refuse_embedded(**_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not share its parent's database connections.
     db.dispose_all()
+    try:  # open the log (and check its schema) now, not inside the first task
+        db.sessions(get_settings().database_url)
+    except ConfigError as exc:
+        log.warning("the delivery log is not reachable yet: %s", exc)
 
 
 @app.task(name="broadcaster.deliver", bind=True, acks_late=True, ignore_result=True)
