@@ -15,15 +15,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import session_scope
 from broadcaster.delivery import DELIVERIES, EARLY, Claimed, Next, reachable, record, release, send
 from broadcaster.guards import rate_hold, record_outcome, store_for
-from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, utcnow
+from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, new_id, utcnow
 from broadcaster.settings import Settings
 from broadcaster.subscribers import note_successes
 from channels import Channel, Message, SendResult
@@ -210,17 +211,39 @@ class GroupRecorder:
             record_delivered(settings, group)
 
 
+#: statements built once: a large fan-out runs them thousands of times
+_INSERT_ATTEMPTS = insert(cast(Table, Attempt.__table__))
+_MARK_DELIVERED = (
+    update(DELIVERIES)
+    .where(
+        DELIVERIES.c.id == bindparam("claimed_id"),
+        DELIVERIES.c.status == DeliveryStatus.sending.value,
+        DELIVERIES.c.attempts == bindparam("claimed_attempt"),
+    )
+    .values(
+        status=DeliveryStatus.delivered.value,
+        provider_id=bindparam("sent_provider_id"),
+        error=None,
+        state=bindparam("sent_state"),
+        lease_until=None,
+        due_at=None,
+        updated_at=bindparam("recorded_at"),
+    )
+)
+
+
 def record_delivered(settings: Settings, sent: Sequence[Sent]) -> None:
     """Record successful sends: their attempts and statuses, in one transaction (while each claim holds)."""
     if not sent:
         return
     now = utcnow()
-    table = DELIVERIES
     with session_scope(settings.database_url) as session:
-        session.execute(
-            insert(Attempt),
+        connection = session.connection()
+        connection.execute(
+            _INSERT_ATTEMPTS,
             [
                 {
+                    "id": new_id(),
                     "delivery_id": s.claimed.delivery_id,
                     "number": s.claimed.attempt,
                     "outcome": Outcome.delivered.value,
@@ -232,28 +255,15 @@ def record_delivered(settings: Settings, sent: Sequence[Sent]) -> None:
                 for s in sent
             ],
         )
-        session.execute(
-            update(table)
-            .where(
-                table.c.id == bindparam("claimed_id"),
-                table.c.status == DeliveryStatus.sending.value,
-                table.c.attempts == bindparam("claimed_attempt"),
-            )
-            .values(
-                status=DeliveryStatus.delivered.value,
-                provider_id=bindparam("sent_provider_id"),
-                error=None,
-                state=bindparam("sent_state"),
-                lease_until=None,
-                due_at=None,
-                updated_at=now,
-            ),
+        connection.execute(
+            _MARK_DELIVERED,
             [
                 {
                     "claimed_id": s.claimed.delivery_id,
                     "claimed_attempt": s.claimed.attempt,
                     "sent_provider_id": s.result.provider_id if s.result else None,
                     "sent_state": s.state,
+                    "recorded_at": now,
                 }
                 for s in sent
             ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -325,7 +326,13 @@ def record_broadcast(
     ]
     if rows:
         session.execute(insert(Delivery).returning(Delivery.id), rows)
-    return broadcast.id, [row["id"] for row in rows]
+    # Taken in turns by channel, so every batch of tasks keeps each provider busy and a slow one
+    # (a mail server) does not hold the others' deliveries back until its own are done.
+    by_channel: dict[str, list[str]] = {}
+    for row in rows:
+        by_channel.setdefault(row["channel"], []).append(row["id"])
+    in_turns = itertools.zip_longest(*by_channel.values())
+    return broadcast.id, [delivery_id for turn in in_turns for delivery_id in turn if delivery_id is not None]
 
 
 def retry_failed(settings: Settings, delivery_id: str | None = None, broadcast_id: str | None = None) -> list[str]:

@@ -42,7 +42,21 @@ from enum import StrEnum
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint, case, delete, func, literal, select, update
+from sqlalchemy import (
+    JSON,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -731,20 +745,26 @@ def _kept_by_audience(settings: Settings, channel: str) -> Kind | None:
     return KIND_OF_CHANNEL.get(config.type)
 
 
+#: built once: a large fan-out runs it for every batch
+_RESET_FAILURES = (
+    update(Subscriber)
+    .where(
+        Subscriber.kind == bindparam("subscriber_kind"),
+        Subscriber.address.in_(bindparam("subscriber_addresses", expanding=True)),
+        Subscriber.failures > 0,
+    )
+    .values(failures=0, updated_at=bindparam("reset_at"))
+)
+
+
 def note_successes(session: Session, settings: Settings, channel: str, targets: Sequence[str]) -> None:
     """A success ends a subscriber's run of permanent failures (one statement for a batch of targets)."""
     kind = _kept_by_audience(settings, channel)
     if kind is None or not targets:
         return
-    session.execute(
-        update(Subscriber)
-        .where(
-            Subscriber.kind == kind.value,
-            Subscriber.address.in_({_bare(kind, target) for target in targets}),
-            Subscriber.failures > 0,
-        )
-        .values(failures=0, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+    addresses = sorted({_bare(kind, target) for target in targets})
+    session.connection().execute(
+        _RESET_FAILURES, {"subscriber_kind": kind.value, "subscriber_addresses": addresses, "reset_at": utcnow()}
     )
 
 
