@@ -65,3 +65,36 @@ def test_a_batch_task_delivered_three_times_sends_each_delivery_once(
     assert received == Counter(recipients)
     assert {(r.status, r.attempts) for r in deliveries(group, broadcast_id)} == {("delivered", 1)}
     assert_log_consistent(group, broadcast_id)
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_batches_keep_connections_open_between_sends(
+    cluster: Callable[..., Cluster], sandbox: Sandbox, batch_size: int
+) -> None:
+    """Batched, the mail server and Twilio see a few connections, each carrying many sends; one task per
+    delivery opens one connection per send (the naive path, kept for comparison)."""
+    emails = [f"kept{i:02d}@example.com" for i in range(40)]
+    numbers = [f"+1415555{i:04d}" for i in range(200, 240)]
+    in_flight = 4
+    group = cluster(
+        {
+            "email": email_channel(sandbox, emails),
+            "sms": {**sandbox.channel_config("sms"), "recipients": numbers},
+        },
+        delivery={"lease": "5s", "sweep_every": "1s", "batch_size": batch_size, "in_flight": in_flight},
+    )
+    group.start("w1", concurrency=1)  # one process: at most `in_flight` sends at once
+    sent = group.cli(*SEND, "--wait", "--timeout", "60", "--json")
+    assert sent.code == 0, sent.stderr + group.logs()
+    assert {d["status"] for d in sent.json["deliveries"]} == {"delivered"}
+
+    mails = sandbox.smtp.received()
+    texts = sandbox.http.received("twilio.message")
+    assert sorted(r for m in mails for r in m.recipients) == sorted(emails)
+    assert sorted(r.note["to"] for r in texts) == sorted(numbers)
+    smtp_sessions = {m.peer for m in mails}
+    http_connections = {r.peer for r in texts}
+    if batch_size == 1:
+        assert len(smtp_sessions) == len(emails) and len(http_connections) == len(numbers)
+    else:
+        assert len(smtp_sessions) <= in_flight and len(http_connections) <= in_flight

@@ -54,6 +54,8 @@ class Request:
     status: int = 0
     scripted: bool = False
     note: dict[str, Any] = field(default_factory=dict)
+    #: the client's (host, port): one per connection, so it tells connections kept open from new ones
+    peer: tuple[str, int] = ("", 0)
 
     @property
     def json(self) -> Any:
@@ -163,6 +165,7 @@ class HttpSandbox:
             body=body,
             params={k: v[0] for k, v in parse_qs(parts.query).items()},
             at=time.time(),
+            peer=handler.client_address[:2],
         )
         answer = Answer(404, {"error": "no such endpoint in the sandbox"})
         for route in self.routes:

@@ -21,6 +21,8 @@ class Mail:
     recipients: list[str]
     content: bytes
     received_at: float = field(default_factory=time.time)
+    #: the client's (host, port): one per SMTP session
+    peer: tuple[str, int] = ("", 0)
 
     @property
     def message(self) -> EmailMessage:
@@ -78,7 +80,8 @@ class SmtpSandbox:
         with self._lock:
             if self._scripts:
                 return self._scripts.popleft()
-            self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            mail = Mail(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content), peer=tuple(session.peer))
+            self.mails.append(mail)
         return "250 2.0.0 OK queued"
 
     def start(self) -> None:
