@@ -44,7 +44,7 @@ class DeliverySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lease: Duration = timedelta(minutes=2)
     sweep_every: Duration = timedelta(seconds=30)
-    batch_size: int = Field(default=50, ge=1, le=1000)
+    batch_size: int = Field(default=200, ge=1, le=1000)
     in_flight: int = Field(default=32, ge=1, le=256)
 
 
