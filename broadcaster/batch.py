@@ -1,17 +1,20 @@
 """Many deliveries in one task: claimed in one statement, sent concurrently, successes committed together.
 
-Each delivery keeps its own row, attempts and retries: a batch only shares the round trips. What is not the
-plain path (a channel whose circuit is open, a rate limit that would hold a send too long, a failure) goes
-back to the one-delivery path in ``broadcaster.delivery``, which owns waiting, retries and fallbacks.
+Each delivery keeps its own row, attempts and retries: a batch only shares the round trips. The sends run on
+the worker process's send threads, which keep their connections open; the task returns once its last send
+has started, so the next batch begins while the slowest of this one finish. What is not the plain path (a
+failure, a channel whose circuit is open, a rate limit that would hold a send too long) goes on alone, through
+the one-delivery task (``broadcaster.delivery``), which owns waiting, retries and fallbacks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,12 +25,14 @@ from sqlalchemy.orm import Session
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import session_scope
-from broadcaster.delivery import DELIVERIES, EARLY, Claimed, Next, reachable, record, release, send
+from broadcaster.delivery import DELIVERIES, EARLY, Claimed, reachable, record, release, send
 from broadcaster.guards import rate_hold, record_outcome, store_for
 from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, new_id, utcnow
 from broadcaster.settings import Settings
 from broadcaster.subscribers import note_successes
 from channels import Channel, Message, SendResult
+
+log = logging.getLogger(__name__)
 
 #: how long a send in a batch may wait for its channel's rate limit before it is handed back to wait alone
 RATE_WAIT = 2.0
@@ -35,10 +40,13 @@ RATE_WAIT = 2.0
 
 @dataclass
 class BatchNext:
-    """What the batch task does next: run these deliveries alone (now or in N seconds), enqueue these."""
+    """What follows a batch: these deliveries run alone (now or in N seconds); these new ones are enqueued."""
 
     later: dict[str, float] = field(default_factory=dict)
     enqueue: list[str] = field(default_factory=list)
+
+
+FollowUp = Callable[[BatchNext], None]
 
 
 @dataclass
@@ -50,21 +58,11 @@ class Sent:
     state: dict[str, object]
 
 
-@dataclass
-class Done:
-    """One claimed delivery after its turn: sent (and recorded) or given back unsent."""
-
-    claimed: Claimed
-    sent: bool
-    reachable: bool = True
-    after: Next = field(default_factory=Next)
-
-
-def run_batch(settings: Settings, delivery_ids: Sequence[str]) -> BatchNext:
-    """Make one attempt at each delivery that is due; hand the rest to the one-delivery path."""
+def run_batch(settings: Settings, delivery_ids: Sequence[str], follow_up: FollowUp) -> None:
+    """Claim the batch and start its sends; return once the last one has started, so the worker takes its next
+    batch while these finish. Whatever must then run alone goes to ``follow_up``, from the thread that knows."""
     step = BatchNext()
-    claims, unclaimed = claim_many(settings, delivery_ids)
-    step.enqueue.extend(unclaimed)
+    claims, step.enqueue = claim_many(settings, delivery_ids)
     resting = {name for name in {c.channel for c in claims} if store_for(settings).circuit(name).open_until is not None}
     if resting:
         # An open (or probing) circuit is the one-delivery path's business: it defers and falls back.
@@ -72,17 +70,16 @@ def run_batch(settings: Settings, delivery_ids: Sequence[str]) -> BatchNext:
         release(settings, waiting, 0)
         step.enqueue.extend(c.delivery_id for c in waiting)
         claims = [c for c in claims if c.channel not in resting]
-    deadline = time.monotonic() + settings.delivery.lease.total_seconds() / 2
-    done = list(_executor(settings).map(lambda claimed: _attempt(settings, claimed, deadline), claims))
-    given_back = [d.claimed for d in done if not d.sent]
-    release(settings, given_back, RATE_WAIT)
-    step.later.update((c.delivery_id, RATE_WAIT) for c in given_back)
-    _feed_circuits(settings, [d for d in done if d.sent])
-    for d in done:
-        step.enqueue.extend(d.after.enqueue)
-        if d.after.retry_in is not None:
-            step.later[d.claimed.delivery_id] = d.after.retry_in
-    return step
+    follow_up(step)
+    if not claims:
+        return
+    batch = _Batch(settings, follow_up, deadline=time.monotonic() + settings.delivery.lease.total_seconds() / 2)
+    executor = _executor(settings)
+    last_started = threading.Event()
+    for claimed in claims[:-1]:
+        executor.submit(batch.attempt, claimed)
+    executor.submit(batch.attempt, claims[-1], last_started)
+    last_started.wait(batch.deadline - time.monotonic())
 
 
 def claim_many(settings: Settings, delivery_ids: Sequence[str]) -> tuple[list[Claimed], list[str]]:
@@ -125,7 +122,9 @@ def claim_many(settings: Settings, delivery_ids: Sequence[str]) -> tuple[list[Cl
                     row.target,
                     row.attempts,
                     row.attempts - row.budget_from,
-                    renderings[(row.broadcast_id, row.channel)] if row.message is None else Message(**row.message),
+                    renderings[(row.broadcast_id, row.channel)]
+                    if row.message is None
+                    else Message.model_validate(row.message),
                     dict(row.state or {}),
                     previous,
                 )
@@ -153,40 +152,73 @@ def _renderings(session: Session, broadcast_ids: set[str]) -> dict[tuple[str, st
     }
 
 
-def _attempt(settings: Settings, claimed: Claimed, deadline: float) -> Done:
-    """Send one claimed delivery and record it; give it back unsent when its rate limit or lease says wait."""
-    waited = 0.0
-    while True:
-        if time.monotonic() > deadline:
-            return Done(claimed, sent=False)  # sending now could outlive the lease: another worker may take it
-        wait = rate_hold(settings, claimed.channel)
-        if wait is None:
-            break
-        if waited + wait > RATE_WAIT:
-            return Done(claimed, sent=False)
-        time.sleep(wait)
-        waited += wait
-    started = utcnow()
-    clock = time.monotonic()
-    result, error, state = send(settings, claimed, _channel(settings, claimed.channel))
-    duration = time.monotonic() - clock
-    if error is not None:
+class _Batch:
+    """One batch's sends, on the send threads: each sent, recorded and followed up on its own."""
+
+    def __init__(self, settings: Settings, follow_up: FollowUp, deadline: float) -> None:
+        self.settings = settings
+        self.follow_up = follow_up
+        #: past this, a send could outlive the lease and another worker could take the delivery over
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._answered: set[str] = set()
+        self._failing: set[str] = set()
+
+    def attempt(self, claimed: Claimed, started: threading.Event | None = None) -> None:
+        if started is not None:
+            started.set()
+        try:
+            self._attempt(claimed)
+        except Exception:  # the log is unreachable, say: the lease brings the delivery back
+            log.exception("delivery %s: its attempt could not be finished", claimed.delivery_id)
+
+    def _attempt(self, claimed: Claimed) -> None:
+        settings = self.settings
+        if not self._may_send(claimed):
+            release(settings, [claimed], RATE_WAIT)
+            self.follow_up(BatchNext(later={claimed.delivery_id: RATE_WAIT}))
+            return
+        started = utcnow()
+        clock = time.monotonic()
+        result, error, state = send(settings, claimed, _channel(settings, claimed.channel))
+        duration = time.monotonic() - clock
+        self._feed_circuit(claimed.channel, reachable(error))
+        if error is None:
+            _recorder().record(settings, Sent(claimed, started, duration, result, state))
+            return
         after = record(settings, claimed, started, duration, None, error, state)
-        return Done(claimed, sent=True, reachable=reachable(error), after=after)
-    _recorder().record(settings, Sent(claimed, started, duration, result, state))
-    return Done(claimed, sent=True)
+        later = {claimed.delivery_id: after.retry_in} if after.retry_in is not None else {}
+        self.follow_up(BatchNext(later=later, enqueue=after.enqueue))
 
+    def _may_send(self, claimed: Claimed) -> bool:
+        """False when the delivery must wait alone: its lease runs short, its rate limit holds it too long,
+        or its channel's circuit opened during this batch."""
+        if claimed.channel in self._failing and store_for(self.settings).circuit(claimed.channel).open:
+            return False
+        waited = 0.0
+        while time.monotonic() < self.deadline:
+            wait = rate_hold(self.settings, claimed.channel)
+            if wait is None:
+                return True
+            if waited + wait > RATE_WAIT:
+                return False
+            time.sleep(wait)
+            waited += wait
+        return False
 
-def _feed_circuits(settings: Settings, done: Sequence[Done]) -> None:
-    """One verdict per channel and batch: any answer closes the circuit; each transient failure counts."""
-    by_channel: dict[str, list[bool]] = defaultdict(list)
-    for d in done:
-        by_channel[d.claimed.channel].append(d.reachable)
-    for channel, verdicts in by_channel.items():
-        if any(verdicts):
-            record_outcome(settings, channel, reachable=True)
-        for _ in range(verdicts.count(False)):
-            record_outcome(settings, channel, reachable=False)
+    def _feed_circuit(self, channel: str, answered: bool) -> None:
+        """A transient failure counts at once; an answer closes the circuit (once per channel and batch, unless
+        failures came in between)."""
+        with self._lock:
+            if answered:
+                tell = channel not in self._answered or channel in self._failing
+                self._answered.add(channel)
+                self._failing.discard(channel)
+            else:
+                tell = True
+                self._failing.add(channel)
+        if tell:
+            record_outcome(self.settings, channel, reachable=answered)
 
 
 class GroupRecorder:
@@ -293,6 +325,14 @@ def _executor(settings: Settings) -> ThreadPoolExecutor:
             current = ThreadPoolExecutor(settings.delivery.in_flight, thread_name_prefix="broadcaster-send")
             _executors[os.getpid()] = current
         return current
+
+
+def finish_sends() -> None:
+    """Let this process's sends in flight finish (and be recorded) before it exits."""
+    with _executor_lock:
+        executor = _executors.pop(os.getpid(), None)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def _recorder() -> GroupRecorder:

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task, group
-from celery.signals import celeryd_init, worker_process_init, worker_ready
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from kombu.exceptions import ChannelError, OperationalError
 
 from broadcaster import db, sweeper
-from broadcaster.batch import run_batch
+from broadcaster.batch import BatchNext, finish_sends, run_batch
 from broadcaster.delivery import run_attempt
 from broadcaster.errors import ConfigError
 from broadcaster.guards import take_turn
@@ -117,11 +117,24 @@ def deliver(self: Task, delivery_id: str) -> None:  # type: ignore[type-arg]
 
 @app.task(name="broadcaster.deliver_batch", acks_late=True, ignore_result=True)
 def deliver_batch(delivery_ids: list[str]) -> None:
-    """Make one attempt at each of these deliveries together; each one that must wait or retry goes on alone."""
-    step = run_batch(get_settings(), delivery_ids)
+    """Start one attempt at each of these deliveries together; each one that must wait or retry goes on alone."""
+    run_batch(get_settings(), delivery_ids, follow_up)
+
+
+def follow_up(step: BatchNext) -> None:
+    """Hand on what a batch could not finish: a delivery to retry or wait for runs alone, by countdown."""
     for delivery_id, seconds in step.later.items():
         deliver.apply_async((delivery_id,), countdown=min(seconds, MAX_COUNTDOWN))
     enqueue(step.enqueue)
+
+
+def _finish_sends(**_: Any) -> None:
+    # Sends outlive the batch task that started them: a process that exits lets them finish and be recorded.
+    finish_sends()
+
+
+worker_process_shutdown.connect(_finish_sends)
+worker_shutdown.connect(_finish_sends)
 
 
 def enqueue(delivery_ids: Sequence[str]) -> None:
