@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import session_scope
-from broadcaster.delivery import DELIVERIES, EARLY, Claimed, reachable, record, release, send
+from broadcaster.delivery import DELIVERIES, Claimed, claiming, reachable, record, release, send
 from broadcaster.guards import rate_hold, record_outcome, store_for
 from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, new_id, utcnow
 from broadcaster.settings import Settings
@@ -90,18 +90,7 @@ def claim_many(settings: Settings, delivery_ids: Sequence[str]) -> tuple[list[Cl
     with session_scope(settings.database_url) as session:
         for previous in (DeliveryStatus.pending, DeliveryStatus.retrying):
             rows = session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(delivery_ids),
-                    Delivery.status == previous,
-                    or_(Delivery.due_at.is_(None), Delivery.due_at <= now + EARLY),
-                )
-                .values(
-                    status=DeliveryStatus.sending,
-                    attempts=Delivery.attempts + 1,
-                    lease_until=now + settings.delivery.lease,
-                    updated_at=now,
-                )
+                claiming(settings, now, Delivery.id.in_(delivery_ids), Delivery.status == previous)
                 .returning(
                     Delivery.id,
                     Delivery.broadcast_id,
@@ -164,12 +153,12 @@ class _Batch:
         self._answered: set[str] = set()
         self._failing: set[str] = set()
 
-    def attempt(self, claimed: Claimed, started: threading.Event | None = None) -> None:
-        if started is not None:
-            started.set()
+    def attempt(self, claimed: Claimed, on_start: threading.Event | None = None) -> None:
+        if on_start is not None:
+            on_start.set()
         try:
             self._attempt(claimed)
-        except Exception:  # the log is unreachable, say: the lease brings the delivery back
+        except Exception:  # the log or the broker is unreachable, say: the lease or the sweeper brings it back
             log.exception("delivery %s: its attempt could not be finished", claimed.delivery_id)
 
     def _attempt(self, claimed: Claimed) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from pydantic import SecretStr
-from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Table, Update, and_, bindparam, or_, select, update
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import changed, session_scope, sessions
@@ -58,6 +58,21 @@ def backoff_delay(retry: RetrySettings, attempt: int) -> float:
     return random.uniform(0, ceiling)
 
 
+def claiming(settings: Settings, now: datetime, *which: ColumnElement[bool]) -> Update:
+    """The conditional UPDATE that takes the deliveries ``which`` select, when due, for one attempt each:
+    ``sending``, one attempt more, leased until ``now`` plus the lease."""
+    return (
+        update(Delivery)
+        .where(*which, or_(Delivery.due_at.is_(None), Delivery.due_at <= now + EARLY))
+        .values(
+            status=DeliveryStatus.sending,
+            attempts=Delivery.attempts + 1,
+            lease_until=now + settings.delivery.lease,
+            updated_at=now,
+        )
+    )
+
+
 def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
     """Take the delivery for one attempt; or seconds until it is due; or None when there is nothing to do."""
     now = utcnow()
@@ -68,18 +83,12 @@ def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
             return None
         claimed = changed(
             session,
-            update(Delivery)
-            .where(
+            claiming(
+                settings,
+                now,
                 Delivery.id == delivery_id,
                 Delivery.status == previous,
                 Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]),
-                or_(Delivery.due_at.is_(None), Delivery.due_at <= now + EARLY),
-            )
-            .values(
-                status=DeliveryStatus.sending,
-                attempts=Delivery.attempts + 1,
-                lease_until=now + settings.delivery.lease,
-                updated_at=now,
             ),
         )
         row = session.get(Delivery, delivery_id, populate_existing=True)
