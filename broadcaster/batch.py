@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from broadcaster.broadcasts import build_channel
 from broadcaster.db import session_scope
-from broadcaster.delivery import DELIVERIES, Claimed, claiming, reachable, record, release, send
+from broadcaster.delivery import CLAIM_HELD, DELIVERIES, Claimed, claiming, held_claim, reachable, record, release, send
 from broadcaster.guards import rate_hold, record_outcome, store_for
 from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Outcome, new_id, utcnow
 from broadcaster.settings import Settings
@@ -236,11 +236,7 @@ class GroupRecorder:
 _INSERT_ATTEMPTS = insert(cast(Table, Attempt.__table__))
 _MARK_DELIVERED = (
     update(DELIVERIES)
-    .where(
-        DELIVERIES.c.id == bindparam("claimed_id"),
-        DELIVERIES.c.status == DeliveryStatus.sending.value,
-        DELIVERIES.c.attempts == bindparam("claimed_attempt"),
-    )
+    .where(CLAIM_HELD)
     .values(
         status=DeliveryStatus.delivered.value,
         provider_id=bindparam("sent_provider_id"),
@@ -280,8 +276,7 @@ def record_delivered(settings: Settings, sent: Sequence[Sent]) -> None:
             _MARK_DELIVERED,
             [
                 {
-                    "claimed_id": s.claimed.delivery_id,
-                    "claimed_attempt": s.claimed.attempt,
+                    **held_claim(s.claimed),
                     "sent_provider_id": s.result.provider_id if s.result else None,
                     "sent_state": s.state,
                     "recorded_at": now,
@@ -299,29 +294,31 @@ def record_delivered(settings: Settings, sent: Sequence[Sent]) -> None:
 # --- per process: the send threads, and the adapters each keeps open ---------------------------------------
 
 _executor_lock = threading.Lock()
-_executors: dict[int, ThreadPoolExecutor] = {}
+#: per process id: its send threads, and how many
+_executors: dict[int, tuple[ThreadPoolExecutor, int]] = {}
 _recorders: dict[int, GroupRecorder] = {}
 _local = threading.local()
 
 
 def _executor(settings: Settings) -> ThreadPoolExecutor:
     """This process's send threads: made after a fork (never inherited), remade when ``in_flight`` changes."""
+    size = settings.delivery.in_flight
     with _executor_lock:
         current = _executors.get(os.getpid())
-        if current is None or current._max_workers != settings.delivery.in_flight:
+        if current is None or current[1] != size:
             if current is not None:
-                current.shutdown(wait=False)
-            current = ThreadPoolExecutor(settings.delivery.in_flight, thread_name_prefix="broadcaster-send")
+                current[0].shutdown(wait=False)
+            current = ThreadPoolExecutor(size, thread_name_prefix="broadcaster-send"), size
             _executors[os.getpid()] = current
-        return current
+        return current[0]
 
 
 def finish_sends() -> None:
     """Let this process's sends in flight finish (and be recorded) before it exits."""
     with _executor_lock:
-        executor = _executors.pop(os.getpid(), None)
-    if executor is not None:
-        executor.shutdown(wait=True)
+        current = _executors.pop(os.getpid(), None)
+    if current is not None:
+        current[0].shutdown(wait=True)
 
 
 def _recorder() -> GroupRecorder:
@@ -329,13 +326,13 @@ def _recorder() -> GroupRecorder:
         return _recorders.setdefault(os.getpid(), GroupRecorder())
 
 
-def _channel(settings: Settings, name: str) -> Channel:  # type: ignore[type-arg]
+def _channel(settings: Settings, name: str) -> Channel[Any]:
     """This thread's adapter for the channel, kept open between sends (SMTP sessions, HTTP keep-alive)."""
     if getattr(_local, "settings", None) is not settings:
         for adapter in getattr(_local, "channels", {}).values():
             adapter.close()
         _local.settings, _local.channels = settings, {}
-    kept: dict[str, Channel] = _local.channels  # type: ignore[type-arg]
+    kept: dict[str, Channel[Any]] = _local.channels
     if name not in kept:
         kept[name] = build_channel(settings, name)
     return kept[name]

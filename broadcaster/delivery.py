@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from pydantic import SecretStr
 from sqlalchemy import ColumnElement, Table, Update, and_, bindparam, or_, select, update
@@ -45,6 +45,19 @@ class Claimed:
     message: Message
     state: dict[str, object]
     previous_status: DeliveryStatus
+
+
+#: ``claim_holds`` for statements run once per list of parameters, each from ``held_claim``
+CLAIM_HELD = and_(
+    DELIVERIES.c.id == bindparam("claimed_id"),
+    DELIVERIES.c.status == DeliveryStatus.sending.value,
+    DELIVERIES.c.attempts == bindparam("claimed_attempt"),
+)
+
+
+def held_claim(claimed: Claimed) -> dict[str, object]:
+    """The parameters of ``CLAIM_HELD`` for one claim."""
+    return {"claimed_id": claimed.delivery_id, "claimed_attempt": claimed.attempt}
 
 
 def claim_holds(delivery_id: str, attempt: int) -> ColumnElement[bool]:
@@ -113,11 +126,8 @@ def claim(settings: Settings, delivery_id: str) -> Claimed | float | None:
         )
 
 
-Adapter = Channel  # type: ignore[type-arg]
-
-
 def send(
-    settings: Settings, claimed: Claimed, channel: Adapter | None = None
+    settings: Settings, claimed: Claimed, channel: Channel[Any] | None = None
 ) -> tuple[SendResult | None, DeliveryError | None, dict[str, object]]:
     """Send through the channel's adapter; every failure comes back as one of our DeliveryErrors.
 
@@ -208,15 +218,10 @@ def release(settings: Settings, claims: Sequence[Claimed], seconds: float) -> No
     due in ``seconds``."""
     if not claims:
         return
-    table = DELIVERIES
     with session_scope(settings.database_url) as session:
         session.execute(
-            update(table)
-            .where(
-                table.c.id == bindparam("claimed_id"),
-                table.c.status == DeliveryStatus.sending.value,
-                table.c.attempts == bindparam("claimed_attempt"),
-            )
+            update(DELIVERIES)
+            .where(CLAIM_HELD)
             .values(
                 status=bindparam("previous_status"),
                 attempts=bindparam("attempts_before"),
@@ -224,12 +229,7 @@ def release(settings: Settings, claims: Sequence[Claimed], seconds: float) -> No
                 due_at=utcnow() + timedelta(seconds=seconds),
             ),
             [
-                {
-                    "claimed_id": c.delivery_id,
-                    "claimed_attempt": c.attempt,
-                    "attempts_before": c.attempt - 1,
-                    "previous_status": c.previous_status.value,
-                }
+                {**held_claim(c), "attempts_before": c.attempt - 1, "previous_status": c.previous_status.value}
                 for c in claims
             ],
         )
