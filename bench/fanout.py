@@ -649,6 +649,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"no PostgreSQL at {POSTGRES_URL}: SQLite only")
         databases = ["sqlite"]
     naive_delivery: dict[str, Any] = {"batch_size": 1}
+    #: ``--delivery in_flight=64``: the fast runs with other [delivery] settings than the defaults
+    fast_delivery: dict[str, Any] = {key: json.loads(value) for key, value in (o.split("=", 1) for o in args.delivery)}
     if "batch_size" not in DeliverySettings.model_fields:
         progress("[delivery] batch_size is not a setting yet: the naive run uses the default pipeline")
         naive_delivery = {}
@@ -672,8 +674,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "database": database, "folder": folder, "workers": args.workers,
                           "limit": args.run_timeout}  # fmt: skip
                 runs[database] = {
-                    "fast_small": fanout(label="fast-small", subscribers=args.small, delivery={}, **common),
-                    "fast": fanout(label="fast", subscribers=args.subscribers, delivery={}, **common),
+                    "fast_small": fanout(label="fast-small", subscribers=args.small, delivery=fast_delivery, **common),
+                    "fast": fanout(label="fast", subscribers=args.subscribers, delivery=fast_delivery, **common),
                 }
                 if not args.skip_naive:
                     naive = fanout(label="naive", subscribers=args.naive_subscribers, delivery=naive_delivery, **common)
@@ -716,6 +718,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes, each with the default pool")
     parser.add_argument("--naive-subscribers", type=int, default=None, help="the naive run's size (default 1000)")
     parser.add_argument("--small", type=int, default=None, help="the memory comparison's small size (default 1000)")
+    parser.add_argument("--delivery", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [delivery] setting for the fast runs, e.g. in_flight=64 (repeatable)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 500 subscribers, 100 small and naive")

@@ -289,8 +289,9 @@ def record_broadcast(
     """Write a broadcast and one pending delivery per target of each rendered channel.
 
     A channel's targets are its recipients and, with ``audience = "subscribers"``, its subscribers resolved
-    now, in this transaction. The deliveries are written in bulk: with RETURNING, SQLAlchemy sends the rows
-    as multi-row INSERTs of up to 1,000 rows each ("insertmanyvalues"), not one statement per row.
+    now, in this transaction. The deliveries are written in bulk, as one executemany without RETURNING (the
+    ids are ours): with RETURNING, SQLAlchemy builds multi-row INSERTs whose parameters psycopg parses anew
+    each time, 3x slower for 10,000 rows.
     """
     broadcast = Broadcast(
         id=new_id(),
@@ -325,7 +326,7 @@ def record_broadcast(
         )
     ]
     if rows:
-        session.execute(insert(Delivery).returning(Delivery.id), rows)
+        session.execute(insert(Delivery), rows)
     # Taken in turns by channel, so every batch of tasks keeps each provider busy and a slow one
     # (a mail server) does not hold the others' deliveries back until its own are done.
     by_channel: dict[str, list[str]] = {}
