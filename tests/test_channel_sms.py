@@ -209,6 +209,24 @@ def test_a_refused_connection_is_transient(sandbox: Sandbox, twilio: TwilioEmula
     assert type(raised.value) is TransientError
 
 
+def test_proxy_variables_of_the_environment_are_honoured(
+    sandbox: Sandbox, twilio: TwilioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's requests session reads HTTP_PROXY/NO_PROXY once, when the adapter is made, not per request."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # a proxy that is not there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    through_proxy = make_channel(sandbox)
+    with pytest.raises(TransientError, match="cannot reach Twilio"):
+        send(through_proxy, sms(through_proxy, "Investigating: API errors"))
+    assert sandbox.http.received("twilio.message") == []
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = make_channel(sandbox)
+    assert SID.match(send(direct, sms(direct, "Investigating: API errors")) or "")
+    assert len(sandbox.http.received("twilio.message")) == 1
+
+
 # --- configuration ---------------------------------------------------------------------------------------
 
 
