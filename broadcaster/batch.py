@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: how long a send in a batch may wait for its channel's rate limit before it is handed back to wait alone
 RATE_WAIT = 2.0
+#: how often (seconds) a worker process commits the successes that gathered meanwhile
+RECORD_EVERY = 0.02
 
 
 @dataclass
@@ -173,7 +175,7 @@ class _Batch:
         duration = time.monotonic() - clock
         self._feed_circuit(claimed.channel, reachable(error))
         if error is None:
-            _recorder().record(settings, Sent(claimed, started, duration, result, state))
+            _recorder(settings).record(settings, Sent(claimed, started, duration, result, state))
             return
         after = record(settings, claimed, started, duration, None, error, state)
         later = {claimed.delivery_id: after.retry_in} if after.retry_in is not None else {}
@@ -211,25 +213,65 @@ class _Batch:
 
 
 class GroupRecorder:
-    """Records successful sends from many threads in shared transactions (group commit).
+    """Records successful sends in shared transactions (group commit), on a thread of its own.
 
-    ``record`` returns only once the send is committed, so a worker that dies repeats at most the sends
-    in flight; meanwhile every send that finished while a transaction was running joins the next one.
+    A send thread hands its success over and goes on to its next send; the recorder commits what has
+    gathered at most every ``RECORD_EVERY`` seconds, so each transaction carries many deliveries (a
+    transaction per delivery cost more CPU than the send). At most ``limit`` successes wait to be
+    recorded: beyond that a send thread waits, so a worker that dies repeats at most those and its sends
+    in flight.
     """
 
-    def __init__(self) -> None:
-        self._queue: list[Sent] = []
-        self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._queue: list[tuple[Settings, Sent]] = []
+        self._changed = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="broadcaster-record", daemon=True)
+        self._thread.start()
 
     def record(self, settings: Settings, sent: Sent) -> None:
-        with self._queue_lock:
-            self._queue.append(sent)
-        with self._commit_lock:
-            # Whoever held the lock before may already have committed ours with theirs.
-            with self._queue_lock:
+        with self._changed:
+            while len(self._queue) >= self.limit and not self._closing:
+                self._changed.wait()
+            self._queue.append((settings, sent))
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Record what is waiting, then stop."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._closing:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                # Let more successes gather, unless the queue is full (send threads are waiting) or closing.
+                gather_until = time.monotonic() + RECORD_EVERY
+                while len(self._queue) < self.limit and not self._closing:
+                    left = gather_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
                 group, self._queue = self._queue, []
-            record_delivered(settings, group)
+                self._changed.notify_all()
+            for settings, sent in _by_settings(group):
+                try:
+                    record_delivered(settings, sent)
+                except Exception:  # the log is unreachable, say: the lease or the sweeper sends them again
+                    log.exception("%d deliveries were sent but could not be recorded", len(sent))
+
+
+def _by_settings(group: list[tuple[Settings, Sent]]) -> list[tuple[Settings, list[Sent]]]:
+    by_settings: dict[int, tuple[Settings, list[Sent]]] = {}
+    for settings, sent in group:
+        by_settings.setdefault(id(settings), (settings, []))[1].append(sent)
+    return list(by_settings.values())
 
 
 #: statements built once: a large fan-out runs them thousands of times
@@ -314,16 +356,25 @@ def _executor(settings: Settings) -> ThreadPoolExecutor:
 
 
 def finish_sends() -> None:
-    """Let this process's sends in flight finish (and be recorded) before it exits."""
+    """Let this process's sends in flight finish and be recorded before it exits."""
     with _executor_lock:
         current = _executors.pop(os.getpid(), None)
     if current is not None:
         current[0].shutdown(wait=True)
-
-
-def _recorder() -> GroupRecorder:
     with _executor_lock:
-        return _recorders.setdefault(os.getpid(), GroupRecorder())
+        recorder = _recorders.pop(os.getpid(), None)
+    if recorder is not None:
+        recorder.close()
+
+
+def _recorder(settings: Settings) -> GroupRecorder:
+    """This process's recorder (made after a fork, never inherited)."""
+    with _executor_lock:
+        recorder = _recorders.get(os.getpid())
+        if recorder is None:
+            recorder = _recorders[os.getpid()] = GroupRecorder(settings.delivery.in_flight)
+        recorder.limit = settings.delivery.in_flight
+        return recorder
 
 
 def _channel(settings: Settings, name: str) -> Channel[Any]:

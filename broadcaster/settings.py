@@ -45,7 +45,7 @@ class DeliverySettings(BaseModel):
     lease: Duration = timedelta(minutes=2)
     sweep_every: Duration = timedelta(seconds=30)
     batch_size: int = Field(default=200, ge=1, le=1000)
-    in_flight: int = Field(default=32, ge=1, le=256)
+    in_flight: int = Field(default=64, ge=1, le=256)
 
 
 _IMPACTS = ("none", "minor", "major", "critical")
