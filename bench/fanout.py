@@ -718,8 +718,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes, each with the default pool")
     parser.add_argument("--naive-subscribers", type=int, default=None, help="the naive run's size (default 1000)")
     parser.add_argument("--small", type=int, default=None, help="the memory comparison's small size (default 1000)")
-    parser.add_argument("--delivery", action="append", default=[], metavar="KEY=VALUE",
-                        help="a [delivery] setting for the fast runs, e.g. in_flight=64 (repeatable)")
+    parser.add_argument(
+        "--delivery",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [delivery] setting for the fast runs, e.g. in_flight=64 (repeatable)",
+    )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 500 subscribers, 100 small and naive")
