@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -296,6 +296,12 @@ def percentile(values: list[float], share: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
 
 
+def per_second(offsets: Iterable[float]) -> list[int]:
+    """How many of ``offsets`` (seconds) fall in each whole second, from 0 to the last."""
+    counts = Counter(int(offset) for offset in offsets)
+    return [counts[second] for second in range(max(counts, default=-1) + 1)]
+
+
 def log_figures(database_url: str, broadcast_id: str, t0: float) -> tuple[list[Any], dict[str, Any]]:
     """The broadcast's rows, and the timings the log holds: each delivery's end is its last attempt's end."""
     columns = (Delivery.id, Delivery.type, Delivery.target, Delivery.status, Delivery.attempts, Delivery.created_at,
@@ -335,6 +341,8 @@ def log_figures(database_url: str, broadcast_id: str, t0: float) -> tuple[list[A
         "p99_ms": round(1000 * (percentile(latencies, 0.99) or 0), 1),
         "max_ms": round(1000 * max(latencies, default=0), 1),
         "end_times_from": "attempts" if ended else "updated_at",
+        # deliveries finished in each second after `send` started: where the run waits, starts late or tails off
+        "finished_per_second": per_second(end - t0 for end in end_of.values()),
     }
 
 
