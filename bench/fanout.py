@@ -18,7 +18,7 @@ capacity and 5x the naive run, and its peak worker memory within 10 % of the sma
 
     python bench/fanout.py [--subscribers 10000] [--latency 0.05] [--database postgresql|sqlite|both]
                            [--workers 1] [--naive-subscribers 1000] [--small 1000] [--skip-naive]
-                           [--skip-capacity] [--quick]
+                           [--skip-capacity] [--delivery KEY=VALUE]... [--quick]
 """
 
 from __future__ import annotations
