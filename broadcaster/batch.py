@@ -9,6 +9,7 @@ the one-delivery task (``broadcaster.delivery``), which owns waiting, retries an
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -365,6 +366,11 @@ def finish_sends() -> None:
         recorder = _recorders.pop(os.getpid(), None)
     if recorder is not None:
         recorder.close()
+
+
+# A process that sent from its own threads (embedded mode, the Python API) records its last successes on exit;
+# a Celery pool process does it on worker_process_shutdown, since it leaves without running atexit.
+atexit.register(finish_sends)
 
 
 def _recorder(settings: Settings) -> GroupRecorder:

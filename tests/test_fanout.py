@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from celery import Celery
+from sqlalchemy import select
 
+from broadcaster.db import sessions
+from broadcaster.models import Delivery
 from broadcaster.sandbox import Sandbox
 from tests.conftest import Cluster
 from tests.test_resilience import SEND, all_finished, assert_log_consistent, deliveries, email_channel, wait_until
@@ -98,3 +105,40 @@ def test_batches_keep_connections_open_between_sends(
         assert len(smtp_sessions) == len(emails) and len(http_connections) == len(numbers)
     else:
         assert len(smtp_sessions) <= in_flight and len(http_connections) <= in_flight
+
+
+EXITING_SENDER = """
+import json, sys
+from broadcaster.batch import run_batch
+from broadcaster.broadcasts import create_broadcast
+from broadcaster.cli import update_request
+from broadcaster.settings import Settings
+
+settings = Settings.model_validate(json.loads(sys.argv[1]))
+request = update_request(None, "Checkout errors", "investigating", "Down.", None, None, None, None, False)
+broadcast_id, ids = create_broadcast(settings, request)
+run_batch(settings, ids, lambda step: None)
+print(broadcast_id)
+"""
+
+
+def test_a_process_that_exits_after_its_sends_records_them(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Successes wait up to 20 ms for the recorder's next transaction; a process that ends meanwhile still
+    writes them to the log (else they would go out again after their lease)."""
+    recipients = [f"exit{i:02d}@example.com" for i in range(30)]
+    settings = {
+        "database_url": f"sqlite:///{tmp_path / 'log.db'}",
+        "channels": {"email": email_channel(sandbox, recipients)},
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING_SENDER, json.dumps(settings)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+    received = Counter(r for mail in sandbox.smtp.received() for r in mail.recipients)
+    assert received == Counter(recipients)
+    with sessions(settings["database_url"])() as session:
+        rows = session.execute(
+            select(Delivery.status, Delivery.attempts).where(Delivery.broadcast_id == done.stdout.strip())
+        )
+        assert Counter(map(tuple, rows)) == Counter({("delivered", 1): 30})
