@@ -50,6 +50,7 @@ class _Unfolded(Compat32):
 #: a header value that compat32 would write unchanged: printable ASCII, no line break, no leading or double space
 _PLAIN_LINE = re.compile(r"[!-~]+(?: [!-~]+)*")
 UNFOLDED = _Unfolded(max_line_length=998)
+#: an address without a display name or comment, as subscribers' are
 _BARE_ADDRESS = re.compile(r'[^\s<>()\[\]",;:@]+@[^\s<>()\[\]",;:@]+')
 #: the footer parts a channel with an audience renders for its subscribers
 FOOTER_TEXT, FOOTER_HTML = "unsubscribe_text", "unsubscribe_html"
