@@ -166,14 +166,21 @@ class _Batch:
 
     def _attempt(self, claimed: Claimed) -> None:
         settings = self.settings
-        if not self._may_send(claimed):
-            release(settings, [claimed], RATE_WAIT)
-            self.follow_up(BatchNext(later={claimed.delivery_id: RATE_WAIT}))
-            return
-        started = utcnow()
-        clock = time.monotonic()
-        result, error, state = send(settings, claimed, _channel(settings, claimed.channel))
-        duration = time.monotonic() - clock
+        adapters = _adapters(settings, claimed.channel)  # None: a channel this worker does not know
+        adapter = adapters.take(self.deadline - time.monotonic()) if adapters is not None else None
+        try:
+            # A connection first, then the rate limit, reserved right before the send.
+            if (adapters is not None and adapter is None) or not self._may_send(claimed):
+                release(settings, [claimed], RATE_WAIT)
+                self.follow_up(BatchNext(later={claimed.delivery_id: RATE_WAIT}))
+                return
+            started = utcnow()
+            clock = time.monotonic()
+            result, error, state = send(settings, claimed, adapter)
+            duration = time.monotonic() - clock
+        finally:
+            if adapters is not None and adapter is not None:
+                adapters.give_back(adapter)
         self._feed_circuit(claimed.channel, reachable(error))
         if error is None:
             _recorder(settings).record(settings, Sent(claimed, started, duration, result, state))
@@ -334,13 +341,14 @@ def record_delivered(settings: Settings, sent: Sequence[Sent]) -> None:
             note_successes(session, settings, channel, targets)
 
 
-# --- per process: the send threads, and the adapters each keeps open ---------------------------------------
+# --- per process: the send threads, and the adapters they keep open ---------------------------------------
 
 _executor_lock = threading.Lock()
 #: per process id: its send threads, and how many
 _executors: dict[int, tuple[ThreadPoolExecutor, int]] = {}
 _recorders: dict[int, GroupRecorder] = {}
-_local = threading.local()
+#: per process id: the settings its adapters were made for, and each channel's adapters
+_adapter_pools: dict[int, tuple[Settings, dict[str, Adapters]]] = {}
 
 
 def _executor(settings: Settings) -> ThreadPoolExecutor:
@@ -364,8 +372,11 @@ def finish_sends() -> None:
         current[0].shutdown(wait=True)
     with _executor_lock:
         recorder = _recorders.pop(os.getpid(), None)
+        _, pools = _adapter_pools.pop(os.getpid(), (None, {}))
     if recorder is not None:
         recorder.close()
+    for adapters in pools.values():
+        adapters.close()
 
 
 # A process that sent from its own threads (embedded mode, the Python API) records its last successes on exit;
@@ -383,13 +394,55 @@ def _recorder(settings: Settings) -> GroupRecorder:
         return recorder
 
 
-def _channel(settings: Settings, name: str) -> Channel[Any]:
-    """This thread's adapter for the channel, kept open between sends (SMTP sessions, HTTP keep-alive)."""
-    if getattr(_local, "settings", None) is not settings:
-        for adapter in getattr(_local, "channels", {}).values():
+class Adapters:
+    """One channel's open adapters in this process, each lent to one send at a time and kept open between
+    sends (SMTP sessions, HTTP keep-alive): at most the channel's ``connections`` of them (``in_flight``
+    by default), so at most that many connections to the provider."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings, self.name = settings, name
+        self._slots = threading.Semaphore(settings.channels[name].connections or settings.delivery.in_flight)
+        self._idle: list[Channel[Any]] = []
+        self._lock = threading.Lock()
+
+    def take(self, timeout: float) -> Channel[Any] | None:
+        """An adapter of the channel, or None when none came free within ``timeout`` seconds."""
+        if not self._slots.acquire(timeout=max(0.0, timeout)):
+            return None
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return build_channel(self.settings, self.name)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def give_back(self, adapter: Channel[Any]) -> None:
+        with self._lock:
+            self._idle.append(adapter)
+        self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for adapter in idle:
             adapter.close()
-        _local.settings, _local.channels = settings, {}
-    kept: dict[str, Channel[Any]] = _local.channels
-    if name not in kept:
-        kept[name] = build_channel(settings, name)
-    return kept[name]
+
+
+def _adapters(settings: Settings, name: str) -> Adapters | None:
+    """This process's adapters for the channel (made after a fork, remade when the settings change)."""
+    if name not in settings.channels:
+        return None
+    stale: dict[str, Adapters] = {}
+    with _executor_lock:
+        made_for, pools = _adapter_pools.get(os.getpid(), (None, {}))
+        if made_for is not settings:
+            stale, pools = pools, {}
+            _adapter_pools[os.getpid()] = (settings, pools)
+        if name not in pools:
+            pools[name] = Adapters(settings, name)
+        adapters = pools[name]
+    for old in stale.values():
+        old.close()
+    return adapters

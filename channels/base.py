@@ -41,6 +41,9 @@ class ChannelConfig(BaseModel):
     rate_limit: RateLimitSetting = None
     retry: RetryOverrides = RetryOverrides()
     circuit: CircuitSettings = CircuitSettings()
+    #: at most this many sends at once per worker process, each over a connection kept open between sends
+    #: (an SMTP relay may limit connections per client); unset: ``[delivery] in_flight``
+    connections: int | None = Field(default=None, ge=1, le=256)
 
 
 class HttpChannelConfig(ChannelConfig):

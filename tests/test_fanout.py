@@ -142,3 +142,21 @@ def test_a_process_that_exits_after_its_sends_records_them(sandbox: Sandbox, tmp
             select(Delivery.status, Delivery.attempts).where(Delivery.broadcast_id == done.stdout.strip())
         )
         assert Counter(map(tuple, rows)) == Counter({("delivered", 1): 30})
+
+
+def test_a_channels_connections_cap_its_open_sessions(cluster: Callable[..., Cluster], sandbox: Sandbox) -> None:
+    """``connections = 2`` on the email channel: 40 emails on 8 send threads go over 2 SMTP sessions at most
+    (a relay may limit connections per client)."""
+    emails = [f"capped{i:02d}@example.com" for i in range(40)]
+    group = cluster(
+        {"email": email_channel(sandbox, emails, connections=2)},
+        delivery={"lease": "5s", "sweep_every": "1s", "batch_size": 50, "in_flight": 8},
+    )
+    group.start("w1", concurrency=1)  # one process
+    sent = group.cli(*SEND, "--wait", "--timeout", "60", "--json")
+    assert sent.code == 0, sent.stderr + group.logs()
+    assert {d["status"] for d in sent.json["deliveries"]} == {"delivered"}
+
+    mails = sandbox.smtp.received()
+    assert sorted(r for m in mails for r in m.recipients) == sorted(emails)
+    assert 1 <= len({m.peer for m in mails}) <= 2
