@@ -1,7 +1,7 @@
 """Many deliveries in one task: claimed in one statement, sent concurrently, successes committed together.
 
 Each delivery keeps its own row, attempts and retries: a batch only shares the round trips. The sends run on
-the worker process's send threads, which keep their connections open; the task returns once its last send
+the worker process's send threads, over adapters the process keeps open; the task returns once its last send
 has started, so the next batch begins while the slowest of this one finish. What is not the plain path (a
 failure, a channel whose circuit is open, a rate limit that would hold a send too long) goes on alone, through
 the one-delivery task (``broadcaster.delivery``), which owns waiting, retries and fallbacks.

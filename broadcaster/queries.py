@@ -13,8 +13,8 @@ from broadcaster.errors import InputError
 from broadcaster.models import Broadcast, Delivery, DeliveryStatus
 from broadcaster.settings import Settings
 
-#: what ``delivery_view`` reads of a delivery (without ``with_ids``)
-SUMMARY_COLUMNS = (
+#: a delivery as the contract shows it (without ``with_ids``): these columns, by their names, in this order
+VIEW_COLUMNS = (
     Delivery.id,
     Delivery.channel,
     Delivery.type,
@@ -28,17 +28,7 @@ SUMMARY_COLUMNS = (
 
 
 def delivery_view(delivery: Delivery | Row[*tuple[Any, ...]], with_ids: bool = False) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": delivery.id,
-        "channel": delivery.channel,
-        "type": delivery.type,
-        "target": delivery.target,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "provider_id": delivery.provider_id,
-        "error": delivery.error,
-        "fallback_for": delivery.fallback_for,
-    }
+    view: dict[str, Any] = {column.key: getattr(delivery, column.key) for column in VIEW_COLUMNS}
     if with_ids:
         view["broadcast_id"] = delivery.broadcast_id
         view["incident_id"] = delivery.incident_id
@@ -59,9 +49,7 @@ def broadcast_summary(settings: Settings, broadcast_id: str) -> dict[str, Any]:
         if broadcast is None:
             raise InputError(f"no broadcast with id {broadcast_id!r}")
         # Only the summary's columns, as rows rather than ORM objects: a large fan-out has 10,000 of them.
-        rows = session.execute(
-            select(*SUMMARY_COLUMNS).where(Delivery.broadcast_id == broadcast_id).order_by(Delivery.id)
-        )
+        rows = session.execute(select(*VIEW_COLUMNS).where(Delivery.broadcast_id == broadcast_id).order_by(Delivery.id))
         deliveries = [delivery_view(row) for row in rows]
         return {
             "incident_id": broadcast.incident_id,
