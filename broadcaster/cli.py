@@ -345,7 +345,10 @@ def worker(
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
     config: ConfigOption = None,
 ) -> None:
-    """Run a Celery worker on broker_url (the same as `celery -A broadcaster.worker worker`)."""
+    """Run a Celery worker on broker_url, Redis or RabbitMQ (the same as `celery -A broadcaster.worker worker`).
+
+    On RabbitMQ, set redis_url too: rate limits and circuits are shared through Redis.
+    """
     settings = settings_from(config)
     if settings.embedded:
         fail(

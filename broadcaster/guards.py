@@ -1,7 +1,8 @@
 """Per-channel guards shared by every worker: the outbound rate limit and the circuit breaker.
 
-In worker mode their state lives in Redis (the broker's server), so every worker process sees one limit
-and one circuit per channel; in embedded mode it lives in this process. Neither ever sleeps: each answers
+In worker mode their state lives in Redis (``redis_url``, by default the broker's server), so every worker
+process sees one limit and one circuit per channel; in embedded mode, or on a RabbitMQ broker with no
+``redis_url``, it lives in this process. Neither ever sleeps: each answers
 "go" (None) or "come back in N seconds", and the caller reschedules the delivery without an attempt.
 """
 
@@ -138,8 +139,8 @@ _stores_lock = threading.Lock()
 
 
 def store_for(settings: Settings) -> Store:
-    """Redis when the broker is Redis (shared by every worker); this process's memory otherwise."""
-    url = settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://", "unix://")) else ""
+    """Redis (``redis_url``, or the broker when it is Redis), shared by every worker; else this process's memory."""
+    url = settings.shared_state_url
     with _stores_lock:
         if url not in _stores:
             _stores[url] = RedisStore(url) if url else MemoryStore()

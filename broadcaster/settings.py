@@ -26,6 +26,7 @@ from channels import ChannelConfig, channel_types
 
 CONFIG_ENV = "BROADCASTER_CONFIG"
 DEFAULT_CONFIG = Path("broadcaster.toml")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _CHANNEL_NAME = re.compile(r"^[a-z0-9-]+$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -158,6 +159,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROADCASTER_", env_nested_delimiter="__", extra="forbid")
 
     broker_url: str = ""
+    #: Redis for what every worker shares (rate limits, circuits, the sweeper's turn); default: the broker
+    #: when it is Redis. A RabbitMQ deployment names one here, or each worker process keeps its own.
+    redis_url: str = ""
     database_url: str = "sqlite:///broadcaster.db"
     public_url: str = "https://status.example.com"
     retry: RetrySettings = RetrySettings()
@@ -204,6 +208,13 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def shared_state_url(self) -> str:
+        """The Redis that holds the workers' shared guards, or "" when each process keeps its own."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(REDIS_SCHEMES) else ""
 
     def retry_for(self, channel: str) -> RetrySettings:
         """The global ``[retry]`` with the channel's own overrides applied."""

@@ -33,7 +33,8 @@ def sweep(settings: Settings, queue_empty: bool = True) -> list[str]:
     # Two whole periods: a task still waiting in a busy queue is not taken for lost at once.
     grace = max(2 * settings.delivery.sweep_every, timedelta(seconds=1))
     to_enqueue: list[str] = []
-    # Only channels this worker can send: a worker configured for fewer channels leaves the others alone.
+    # Only channels this worker can send, lost claims and overdue deliveries alike: a worker configured for
+    # fewer channels leaves the others to the workers that have them.
     mine = Delivery.channel.in_(list(settings.channels))
     with session_scope(settings.database_url) as session:
         lost = session.scalars(
@@ -73,6 +74,7 @@ def sweep(settings: Settings, queue_empty: bool = True) -> list[str]:
                     .where(
                         Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.retrying]),
                         func.coalesce(Delivery.due_at, Delivery.created_at) < now - grace,
+                        mine,
                     )
                     .limit(BATCH)
                 )

@@ -20,7 +20,16 @@ import redis
 
 from broadcaster.sandbox.smtp import free_port
 
-__all__ = ["Result", "free_port", "run_cli", "start_redis", "start_worker", "write_config"]
+__all__ = [
+    "Result",
+    "free_port",
+    "delete_rabbitmq_vhost",
+    "rabbitmq_vhost",
+    "run_cli",
+    "start_redis",
+    "start_worker",
+    "write_config",
+]
 
 
 def start_redis() -> tuple[str, subprocess.Popen[bytes]]:
@@ -32,7 +41,7 @@ def start_redis() -> tuple[str, subprocess.Popen[bytes]]:
         )
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--databases", "64"],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}"
@@ -45,6 +54,32 @@ def start_redis() -> tuple[str, subprocess.Popen[bytes]]:
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("the private redis-server did not start")
+
+
+def rabbitmq_vhost(server: str, name: str) -> str:
+    """A new, empty virtual host on the RabbitMQ at ``server`` (``amqp://user:pass@host:port``); its URL.
+
+    Made with ``rabbitmqctl``, which needs to run on the server's machine (as root or the rabbitmq user).
+    """
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise RuntimeError("rabbitmqctl is not installed (apt-get install rabbitmq-server)")
+    user = server.split("://", 1)[1].split(":", 1)[0] if "@" in server else "guest"
+    for command in (
+        ["delete_vhost", name],
+        ["add_vhost", name],
+        ["set_permissions", "-p", name, user, ".*", ".*", ".*"],
+    ):
+        done = subprocess.run([ctl, "-q", *command], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0 and command[0] != "delete_vhost":
+            raise RuntimeError(f"rabbitmqctl {command[0]} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return f"{server.rstrip('/')}/{name}"
+
+
+def delete_rabbitmq_vhost(name: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is not None:
+        subprocess.run([ctl, "-q", "delete_vhost", name], capture_output=True, timeout=60)
 
 
 def toml_value(value: Any) -> str:

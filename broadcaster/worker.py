@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery, Task, group
+from celery import Celery, group
 from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from kombu.exceptions import ChannelError, OperationalError
 
@@ -25,7 +25,7 @@ from broadcaster.batch import BatchNext, finish_sends, run_batch
 from broadcaster.delivery import run_attempt
 from broadcaster.errors import ConfigError
 from broadcaster.guards import take_turn
-from broadcaster.settings import Settings, load_settings
+from broadcaster.settings import REDIS_SCHEMES, Settings, load_settings
 
 EMBEDDED_BROKER = "memory://localhost/"
 #: Redis re-delivers an unacknowledged task after this long; every countdown we use stays far below it.
@@ -45,9 +45,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": EMBEDDED_BROKER if embedded else settings.broker_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": (
-            {"polling_interval": 0.01} if embedded else {"visibility_timeout": VISIBILITY_TIMEOUT}
-        ),
+        "broker_transport_options": _transport_options(settings),
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -59,6 +57,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.delivery.lease.total_seconds() + 30,
         "enable_utc": True,
     }
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.embedded:
+        return {"polling_interval": 0.01}
+    if settings.broker_url.startswith(REDIS_SCHEMES):
+        return {"visibility_timeout": VISIBILITY_TIMEOUT}
+    return {}  # RabbitMQ gives an unacknowledged task back when its worker's connection drops
 
 
 def use_settings(settings: Settings) -> Settings:
@@ -89,10 +95,23 @@ def _refuse_embedded(**_: Any) -> None:
     if get_settings().embedded:
         print(
             "broadcaster: broker_url is empty, so deliveries run inside the sending command (embedded mode); "
-            "set broker_url (BROADCASTER_BROKER_URL) to a Redis URL to run workers",
+            "set broker_url (BROADCASTER_BROKER_URL) to a Redis or RabbitMQ URL to run workers",
             file=sys.stderr,
         )
         raise SystemExit(2)
+
+
+@celeryd_init.connect
+def _warn_unshared_guards(**_: Any) -> None:
+    settings = get_settings()
+    limited = [n for n, c in settings.channels.items() if c.rate_limit is not None]
+    if not settings.embedded and not settings.shared_state_url:
+        print(
+            "broadcaster: warning: the broker is not Redis and redis_url is empty, so rate limits"
+            f"{' (' + ', '.join(limited) + ')' if limited else ''} and circuits are kept per worker process, "
+            "not shared by the workers; set redis_url (BROADCASTER_REDIS_URL) to a Redis URL to share them",
+            file=sys.stderr,
+        )
 
 
 @worker_process_init.connect
@@ -105,14 +124,26 @@ def _fresh_connections(**_: Any) -> None:
         log.warning("the delivery log is not reachable yet: %s", exc)
 
 
-@app.task(name="broadcaster.deliver", bind=True, acks_late=True, ignore_result=True)
-def deliver(self: Task, delivery_id: str) -> None:  # type: ignore[type-arg]
-    """Make one attempt at a delivery; schedule the next one when it must be retried."""
+@app.task(name="broadcaster.deliver", acks_late=True, ignore_result=True)
+def deliver(delivery_id: str) -> None:
+    """Make one attempt at a delivery; schedule the next one when it must be retried or wait."""
     step = run_attempt(get_settings(), delivery_id)
     enqueue(step.enqueue)
     if step.retry_in is not None:
-        # Stay far below the broker's visibility timeout; an early task just reschedules itself.
-        raise self.retry(countdown=min(step.retry_in, MAX_COUNTDOWN), max_retries=None)
+        later(delivery_id, step.retry_in)
+
+
+def later(delivery_id: str, seconds: float) -> None:
+    """Run the delivery again in ``seconds``, as a new task.
+
+    Not ``Task.retry``: Celery counts those against its own ``max_retries`` (3 by default) and logs an
+    error when it runs out; the attempt budget is the delivery log's, kept per delivery. A countdown stays
+    far below the broker's visibility timeout: a task that wakes up early just schedules itself again.
+    """
+    try:
+        deliver.apply_async((delivery_id,), countdown=max(0.0, min(seconds, MAX_COUNTDOWN)))
+    except OperationalError as exc:  # its row says when it is due: the sweeper enqueues it once the broker is back
+        log.warning("the broker is unreachable (%s); delivery %s waits for the sweeper", exc, delivery_id)
 
 
 @app.task(name="broadcaster.deliver_batch", acks_late=True, ignore_result=True)
@@ -124,7 +155,7 @@ def deliver_batch(delivery_ids: list[str]) -> None:
 def follow_up(step: BatchNext) -> None:
     """Hand on what a batch could not finish: a delivery to retry or wait for runs alone, by countdown."""
     for delivery_id, seconds in step.later.items():
-        deliver.apply_async((delivery_id,), countdown=min(seconds, MAX_COUNTDOWN))
+        later(delivery_id, seconds)
     enqueue(step.enqueue)
 
 

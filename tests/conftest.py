@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,15 @@ import pytest
 import redis
 
 from broadcaster.sandbox import Sandbox
-from broadcaster.testing import Result, run_cli, start_redis, start_worker, write_config
+from broadcaster.testing import (
+    Result,
+    delete_rabbitmq_vhost,
+    rabbitmq_vhost,
+    run_cli,
+    start_redis,
+    start_worker,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -38,6 +47,60 @@ def redis_server() -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(10)
+
+
+# --- brokers ---------------------------------------------------------------------------------------------
+
+RABBITMQ_URL = os.environ.get("BROADCASTER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+#: databases 16-63 of the private Redis (it runs with 64): 0-15 are left to tests that name one
+_next_redis_db = itertools.cycle(range(16, 64))
+
+
+@dataclass
+class Broker:
+    """One kind of broker; ``fresh()`` gives an empty namespace on it (a Redis database, a RabbitMQ vhost)."""
+
+    kind: str
+    redis_server: str
+    made: list[str]
+
+    def fresh(self) -> dict[str, str]:
+        """The ``broker_url`` (and ``redis_url`` for the shared guards) of an empty namespace."""
+        if self.kind == "redis":
+            url = f"{self.redis_server}/{next(_next_redis_db)}"
+            redis.Redis.from_url(url).flushdb()
+            return {"broker_url": url}
+        name = f"broadcaster_test_{uuid.uuid4().hex[:10]}"
+        self.made.append(name)
+        # Rate limits and circuits live in Redis beside RabbitMQ, as the README asks of such a deployment.
+        guards = f"{self.redis_server}/{next(_next_redis_db)}"
+        redis.Redis.from_url(guards).flushdb()
+        return {"broker_url": rabbitmq_vhost(RABBITMQ_URL, name), "redis_url": guards}
+
+
+def _rabbitmq_available() -> bool:
+    try:
+        import kombu
+
+        with kombu.Connection(RABBITMQ_URL, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+        return shutil.which("rabbitmqctl") is not None
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session", params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, redis_server: str, database_url: str) -> Iterator[Broker]:
+    """Each broker production runs on. RabbitMQ pairs with the PostgreSQL log (SQLite where there is none)."""
+    if request.param == "rabbitmq":
+        if not _rabbitmq_available():
+            pytest.skip(f"no RabbitMQ at {RABBITMQ_URL} with rabbitmqctl (set BROADCASTER_TEST_RABBITMQ_URL)")
+        if database_url.startswith("sqlite") and _postgres_available():
+            pytest.skip("RabbitMQ is tested with the PostgreSQL log")
+    made: list[str] = []
+    yield Broker(request.param, redis_server, made)
+    for name in made:
+        delete_rabbitmq_vhost(name)
 
 
 # --- databases -------------------------------------------------------------------------------------------
@@ -148,14 +211,17 @@ class Worker:
 def worker(
     redis_server: str, database_url: str, running_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
-    """A worker on its own Redis database (one per log backend, so no worker takes another's tasks)."""
+    """A worker on a Redis database of its own (one per log backend, so no worker takes another's tasks).
+
+    The broker-facing tests use ``cluster``, which runs on each broker.
+    """
     folder = tmp_path_factory.mktemp("worker")
-    index = 1 if database_url.startswith("sqlite") else 2
-    broker_url = f"{redis_server}/{index}"
+    urls = Broker("redis", redis_server, []).fresh()
+    broker_url = urls["broker_url"]
     config = write_config(
         folder / "broadcaster.toml",
         {
-            "broker_url": broker_url,
+            **urls,
             "database_url": database_url,
             "retry": dict(TEST_RETRY),
             "delivery": {"lease": "30s"},
@@ -187,8 +253,6 @@ def _takes_config(args: tuple[str, ...]) -> bool:
 
 
 # --- clusters of workers for the resilience tests --------------------------------------------------------
-
-_next_redis_db = itertools.cycle(range(3, 16))
 
 
 @dataclass
@@ -230,22 +294,23 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(redis_server: str, database_url: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def cluster(broker: Broker, database_url: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Make a cluster configuration (channels and settings as given); start workers with ``.start(name)``."""
     made: list[Cluster] = []
 
     def make(channels: dict[str, dict[str, Any]], **settings: Any) -> Cluster:
-        broker_url = f"{redis_server}/{next(_next_redis_db)}"
-        redis.Redis.from_url(broker_url).flushdb()
+        urls = broker.fresh()
+        broker_url = urls["broker_url"]
         config: dict[str, Any] = {
-            "broker_url": broker_url,
+            **urls,
             "database_url": database_url,
             "retry": dict(TEST_RETRY),
             "delivery": {"lease": "5s", "sweep_every": "1s"},
             "channels": channels,
         }
         config.update(settings)
-        made.append(Cluster(write_config(tmp_path / "cluster.toml", config), broker_url, database_url, tmp_path, {}))
+        config_file = write_config(tmp_path / f"cluster{len(made) or ''}.toml", config)
+        made.append(Cluster(config_file, broker_url, database_url, tmp_path, {}))
         return made[-1]
 
     yield make

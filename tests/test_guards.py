@@ -72,3 +72,18 @@ def test_rate_limit_spaces_sends_evenly_without_sleeping(settings: Settings) -> 
 def test_the_store_follows_the_broker(settings: Settings) -> None:
     kind = type(store_for(settings)).__name__
     assert kind == ("RedisStore" if settings.broker_url else "MemoryStore")
+
+
+def test_on_rabbitmq_the_guards_live_in_redis_url(redis_server: str) -> None:
+    """A RabbitMQ broker shares rate limits through ``redis_url``; without one, each process keeps its own."""
+    channel = {f"hook-amqp-{time.monotonic_ns()}": {**HOOK, "rate_limit": "1/s"}}
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    shared = load_settings(broker_url=amqp, redis_url=f"{redis_server}/14", channels=channel)
+    alone = load_settings(broker_url=amqp, channels=channel)
+    assert type(store_for(shared)).__name__ == "RedisStore"
+    assert type(store_for(alone)).__name__ == "MemoryStore"
+    name = next(iter(channel))
+    redis.Redis.from_url(f"{redis_server}/14").flushdb()
+    assert rate_hold(shared, name) is None
+    other_process = load_settings(broker_url="amqp://elsewhere//", redis_url=f"{redis_server}/14", channels=channel)
+    assert rate_hold(other_process, name) is not None  # the same limit, seen through Redis
