@@ -210,11 +210,15 @@ class Settings(BaseSettings):
         return not self.broker_url
 
     @property
+    def broker_is_redis(self) -> bool:
+        return self.broker_url.startswith(REDIS_SCHEMES)
+
+    @property
     def shared_state_url(self) -> str:
         """The Redis that holds the workers' shared guards, or "" when each process keeps its own."""
         if self.redis_url:
             return self.redis_url
-        return self.broker_url if self.broker_url.startswith(REDIS_SCHEMES) else ""
+        return self.broker_url if self.broker_is_redis else ""
 
     def retry_for(self, channel: str) -> RetrySettings:
         """The global ``[retry]`` with the channel's own overrides applied."""

@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -61,25 +62,25 @@ def rabbitmq_vhost(server: str, name: str) -> str:
 
     Made with ``rabbitmqctl``, which needs to run on the server's machine (as root or the rabbitmq user).
     """
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        raise RuntimeError("rabbitmqctl is not installed (apt-get install rabbitmq-server)")
-    user = server.split("://", 1)[1].split(":", 1)[0] if "@" in server else "guest"
-    for command in (
-        ["delete_vhost", name],
-        ["add_vhost", name],
-        ["set_permissions", "-p", name, user, ".*", ".*", ".*"],
-    ):
-        done = subprocess.run([ctl, "-q", *command], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0 and command[0] != "delete_vhost":
+    delete_rabbitmq_vhost(name)
+    user = urlsplit(server).username or "guest"
+    for command in (["add_vhost", name], ["set_permissions", "-p", name, user, ".*", ".*", ".*"]):
+        done = _rabbitmqctl(*command)
+        if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {command[0]} failed: {done.stderr.strip() or done.stdout.strip()}")
     return f"{server.rstrip('/')}/{name}"
 
 
 def delete_rabbitmq_vhost(name: str) -> None:
+    """Delete the virtual host, if there is one."""
+    _rabbitmqctl("delete_vhost", name)
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     ctl = shutil.which("rabbitmqctl")
-    if ctl is not None:
-        subprocess.run([ctl, "-q", "delete_vhost", name], capture_output=True, timeout=60)
+    if ctl is None:
+        raise RuntimeError("rabbitmqctl is not installed (apt-get install rabbitmq-server)")
+    return subprocess.run([ctl, "-q", *args], capture_output=True, text=True, timeout=60)
 
 
 def toml_value(value: Any) -> str:

@@ -25,7 +25,7 @@ from broadcaster.batch import BatchNext, finish_sends, run_batch
 from broadcaster.delivery import run_attempt
 from broadcaster.errors import ConfigError
 from broadcaster.guards import take_turn
-from broadcaster.settings import REDIS_SCHEMES, Settings, load_settings
+from broadcaster.settings import Settings, load_settings
 
 EMBEDDED_BROKER = "memory://localhost/"
 #: Redis re-delivers an unacknowledged task after this long; every countdown we use stays far below it.
@@ -62,7 +62,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.embedded:
         return {"polling_interval": 0.01}
-    if settings.broker_url.startswith(REDIS_SCHEMES):
+    if settings.broker_is_redis:
         return {"visibility_timeout": VISIBILITY_TIMEOUT}
     return {}  # RabbitMQ gives an unacknowledged task back when its worker's connection drops
 
@@ -104,8 +104,8 @@ def _refuse_embedded(**_: Any) -> None:
 @celeryd_init.connect
 def _warn_unshared_guards(**_: Any) -> None:
     settings = get_settings()
-    limited = [n for n, c in settings.channels.items() if c.rate_limit is not None]
     if not settings.embedded and not settings.shared_state_url:
+        limited = [n for n, c in settings.channels.items() if c.rate_limit is not None]
         print(
             "broadcaster: warning: the broker is not Redis and redis_url is empty, so rate limits"
             f"{' (' + ', '.join(limited) + ')' if limited else ''} and circuits are kept per worker process, "
