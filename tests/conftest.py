@@ -293,14 +293,11 @@ class Cluster:
         return "\n".join(p.read_text()[-4000:] for p in self.folder.glob("*.log"))
 
 
-@pytest.fixture
-def cluster(broker: Broker, database_url: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """Make a cluster configuration (channels and settings as given); start workers with ``.start(name)``."""
+def _clusters(broker: Broker, database_url: str, folder: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
     def make(channels: dict[str, dict[str, Any]], **settings: Any) -> Cluster:
         urls = broker.fresh()
-        broker_url = urls["broker_url"]
         config: dict[str, Any] = {
             **urls,
             "database_url": database_url,
@@ -309,10 +306,24 @@ def cluster(broker: Broker, database_url: str, sandbox: Sandbox, tmp_path: Path)
             "channels": channels,
         }
         config.update(settings)
-        config_file = write_config(tmp_path / f"cluster{len(made) or ''}.toml", config)
-        made.append(Cluster(config_file, broker_url, database_url, tmp_path, {}))
+        config_file = write_config(folder / f"cluster{len(made) or ''}.toml", config)
+        made.append(Cluster(config_file, urls["broker_url"], database_url, folder, {}))
         return made[-1]
 
     yield make
     for running in made:
         running.stop_all()
+
+
+@pytest.fixture
+def cluster(redis_server: str, database_url: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Make a cluster configuration on Redis (channels and settings as given); start workers with ``.start(name)``."""
+    yield from _clusters(Broker("redis", redis_server, []), database_url, tmp_path)
+
+
+@pytest.fixture
+def broker_cluster(
+    broker: Broker, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> Iterator[Callable[..., Cluster]]:
+    """``cluster`` on each broker (Redis, RabbitMQ): for the tests whose subject is how tasks travel."""
+    yield from _clusters(broker, database_url, tmp_path)
