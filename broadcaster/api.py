@@ -34,7 +34,15 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broadcaster import api_subscribers, client
+from broadcaster import api_subscribers, client, limits
+from broadcaster.api_guard import (
+    AuthFirstRoute,
+    BodyLimit,
+    install_docs,
+    mask_tokens,
+    mask_uvicorn_logs,
+    uvicorn_log_config,
+)
 from broadcaster.broadcasts import UpdateRequest
 from broadcaster.db import sessions
 from broadcaster.errors import ConfigError, InputError
@@ -52,9 +60,9 @@ SCOPES = ("read", "write", "metrics")
 MAX_WAIT = 120.0
 # Patterns without counted repetition (lengths are separate limits): far cheaper for schema-driven fuzzers.
 _ID = r"^[0-9A-Za-z][0-9A-Za-z_.:-]*$"
-_ID_LENGTH = 64
+_ID_LENGTH = limits.MAX_ID
 _CHANNEL = r"^[a-z0-9-]+$"
-_CHANNEL_LENGTH = 64
+_CHANNEL_LENGTH = limits.MAX_CHANNEL_NAME
 _KEY = r"^[\x21-\x7e][\x20-\x7e]*$"
 
 
@@ -243,6 +251,8 @@ def needs(scope: str) -> Callable[..., Principal]:
             )
         return principal
 
+    # Marks the check for AuthFirstRoute, which runs it before the body is read.
+    check.required_scope = scope  # type: ignore[attr-defined]
     return check
 
 
@@ -277,15 +287,18 @@ class _Body(BaseModel):
         return value
 
 
-Title = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
-Text = Annotated[str, Field(min_length=1, max_length=20_000, pattern=r"\S")]
-Component = Annotated[str, Field(min_length=1, max_length=200)]
+# The shared limits (broadcaster.limits); UpdateRequest checks the text itself (control characters).
+Title = Annotated[str, Field(min_length=1, max_length=limits.MAX_TITLE, pattern=r"\S")]
+Text = Annotated[str, Field(min_length=1, max_length=limits.MAX_MESSAGE, pattern=r"\S")]
+Component = Annotated[str, Field(min_length=1, max_length=limits.MAX_COMPONENT)]
 ChannelName = Annotated[str, Field(pattern=_CHANNEL, max_length=_CHANNEL_LENGTH)]
 Components = Annotated[
-    list[Component], Field(max_length=100, description="Affected components (added to the incident's).")
+    list[Component],
+    Field(max_length=limits.MAX_COMPONENTS, description="Affected components (added to the incident's)."),
 ]
 Channels = Annotated[
-    list[ChannelName], Field(max_length=100, description="Send only to these channels; empty: every enabled one.")
+    list[ChannelName],
+    Field(max_length=limits.MAX_CHANNELS, description="Send only to these channels; empty: every enabled one."),
 ]
 
 
@@ -369,15 +382,21 @@ def create_app(settings: Settings) -> FastAPI:
         title="Outage broadcaster",
         version="1",
         description=__doc__,
+        docs_url=None,  # install_docs: assets of pinned versions
+        redoc_url=None,
     )
+    app.router.route_class = AuthFirstRoute
     app.state.settings = settings
     app.state.tokens = token_table(settings.api)
     app.state.metrics_protected = any("metrics" in t.scopes for t in app.state.tokens)
     app.state.registry, http_metrics = build_registry(settings)
+    # The body limit inside the metrics, so that its 413s are counted too.
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(_RequestMetrics, metrics=http_metrics)
     _install_error_handlers(app)
     _install_routes(app)
     app.include_router(api_subscribers.router)
+    install_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -693,7 +712,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             field = field_problem("Idempotency-Key", "header", str(exc))
             problem = Problem(422, "Unprocessable Content", str(exc), "idempotency-key-reused", errors=[field])
         elif isinstance(exc, ConfigError):
-            log.error("configuration error while serving %s: %s", request.url.path, exc)
+            log.error("configuration error while serving %s: %s", mask_tokens(request.url.path), exc)
             problem = Problem(503, "Service Unavailable", str(exc), "unavailable")
         else:
             fields = _named_field(str(exc))
@@ -707,7 +726,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_database(request: Request, exc: Exception) -> Response:
-        log.error("the delivery log failed while serving %s: %s", request.url.path, exc)
+        log.error("the delivery log failed while serving %s: %s", mask_tokens(request.url.path), exc)
         return problem_response(
             Problem(
                 503,
@@ -720,7 +739,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_anything(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error while serving %s", request.url.path)
+        log.exception("unexpected error while serving %s", mask_tokens(request.url.path))
         return problem_response(
             Problem(500, "Internal Server Error", "an unexpected error; see the server log"), request
         )
@@ -769,7 +788,8 @@ class _RequestMetrics:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # The template ("/v1/incidents/{incident_id}"), never the raw path; None when no route matched.
+            route = getattr(scope.get("route"), "path", None)
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
 
 
@@ -783,9 +803,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     app = create_app(settings)
     if not settings.api.tokens:
         log.warning("no [api] tokens are configured: every /v1 request will be refused with 401")
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+    # The access log masks the token of every link path (/unsubscribe/...): those links are credentials.
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info", log_config=uvicorn_log_config())
 
 
 def app_from_environment() -> FastAPI:
     """For ``uvicorn --factory broadcaster.api:app_from_environment`` (several worker processes)."""
+    mask_uvicorn_logs()  # uvicorn configured its logging already, without our filter
     return create_app(load_settings())

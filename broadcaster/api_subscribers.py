@@ -14,8 +14,9 @@ Open (no bearer token; the signature is the authentication):
                                     (X-Twilio-Signature); STOP words unsubscribe the sender, START words confirm it
 
 The Twilio signature covers the URL Twilio called: ``[subscribers] api_url`` + the path when set (behind a
-proxy), else the URL as this server saw it. The answer is TwiML without a reply: Twilio's own opt-out
-handling already answers STOP and START.
+proxy), and only then; else the URL as this server saw it. Each MessageSid is acted on once (a replay changes
+nothing; ``broadcaster.sms_inbound``). The answer is TwiML without a reply: Twilio's own opt-out handling
+already answers STOP and START.
 
 This module is imported by ``broadcaster.api`` before that module is complete, so it reaches the API's
 authentication and problem types at request time, and names the ``ProblemDetails`` schema by reference.
@@ -37,18 +38,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.datastructures import ImmutableMultiDict
 
-from broadcaster import subscribers
+from broadcaster import limits, sms_inbound, subscribers
+from broadcaster.api_guard import AuthFirstRoute
 from broadcaster.idempotency import MAX_KEY_LENGTH
 from broadcaster.settings import Settings
 from broadcaster.subscribers import Kind, NoSuchSubscriber, SubscriberStatus
 
-router = APIRouter()
+router = APIRouter(route_class=AuthFirstRoute)  # the token is checked before a body is read
 
 _ID = r"^[0-9A-Za-z][0-9A-Za-z_.:-]*$"
 _KEY = r"^[\x21-\x7e][\x20-\x7e]*$"
 _TOKEN = r"^[0-9A-Za-z_.-]+$"
-#: the largest form body the open endpoints read (Twilio's are a few KiB)
-MAX_FORM_BYTES = 64 * 1024
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 TWIML = "application/xml"
 
@@ -66,6 +66,7 @@ def _scope(scope: str) -> Callable[..., Any]:
 
         return needs(scope)(request, credentials)
 
+    check.required_scope = scope  # type: ignore[attr-defined]
     return check
 
 
@@ -106,10 +107,10 @@ def _settings(request: Request) -> Settings:
 
 # --- bodies and answers --------------------------------------------------------------------------------------
 
-Component = Annotated[str, Field(min_length=1, max_length=subscribers.MAX_COMPONENT_LENGTH)]
+Component = Annotated[str, Field(min_length=1, max_length=limits.MAX_COMPONENT)]
 Components = Annotated[
     list[Component],
-    Field(max_length=subscribers.MAX_COMPONENTS, description="Components followed; empty: all of them."),
+    Field(max_length=limits.MAX_COMPONENTS, description="Components followed; empty: all of them."),
 ]
 
 
@@ -142,7 +143,7 @@ class _Body(BaseModel):
 class SubscriberCreate(_Body):
     """A new subscriber (or new components for a known one): give ``email`` or ``phone``."""
 
-    email: Annotated[str, Field(max_length=subscribers.MAX_EMAIL_LENGTH)] | None = None
+    email: Annotated[str, Field(max_length=limits.MAX_EMAIL)] | None = None
     phone: Annotated[str, Field(max_length=16, description="E.164, e.g. +14155550100.")] | None = None
     components: Components = []
     resubscribe: bool = Field(default=False, description="Subscribe again one who unsubscribed (at its request).")
@@ -165,10 +166,14 @@ class SubscriberCreate(_Body):
 
 
 class SubscriberChange(_Body):
-    """What to change: the components followed, and/or the status (``confirmed`` also ends a quarantine)."""
+    """What to change: the components followed, and/or the status (``confirmed`` also ends a quarantine;
+    for one who unsubscribed it needs ``resubscribe``)."""
 
     components: Components | None = None
     status: Literal["confirmed", "unsubscribed"] | None = None
+    resubscribe: bool = Field(
+        default=False, description="With `status: confirmed`: subscribe again one who unsubscribed (at its request)."
+    )
 
 
 IdempotencyKeyHeader = Annotated[
@@ -209,13 +214,13 @@ def list_subscribers(
     request: Request,
     _: Reader,
     status: SubscriberStatus | None = None,
-    email: Annotated[str | None, Query(max_length=subscribers.MAX_EMAIL_LENGTH)] = None,
+    email: Annotated[str | None, Query(max_length=limits.MAX_EMAIL)] = None,
     phone: Annotated[str | None, Query(max_length=16)] = None,
     component: Annotated[
         str | None,
         Query(
             min_length=1,
-            max_length=subscribers.MAX_COMPONENT_LENGTH,
+            max_length=limits.MAX_COMPONENT,
             pattern=r"^[^\x00-\x1f\x7f]+$",
             description="Those an incident on this component reaches (its followers and those following all).",
         ),
@@ -281,7 +286,11 @@ def get_subscriber(subscriber_id: SubscriberId, request: Request, _: Reader) -> 
 @router.patch(
     "/v1/subscribers/{subscriber_id}",
     response_model=SubscriberView,
-    responses={**NOT_FOUND, **PROBLEMS},
+    responses={
+        **NOT_FOUND,
+        409: _problem("The subscriber unsubscribed: confirming it needs `resubscribe: true`; nothing changed."),
+        **PROBLEMS,
+    },
     summary="Change a subscriber's components or status",
     tags=["subscribers"],
 )
@@ -289,9 +298,16 @@ def change_subscriber(
     subscriber_id: SubscriberId, body: SubscriberChange, request: Request, _: Writer
 ) -> dict[str, Any]:
     try:
-        return subscribers.change_subscriber(_settings(request), subscriber_id, body.components, body.status)
+        return subscribers.change_subscriber(
+            _settings(request), subscriber_id, body.components, body.status, body.resubscribe
+        )
     except NoSuchSubscriber as exc:
         raise _not_found(exc) from None
+    except subscribers.Unsubscribed as exc:
+        from broadcaster.api import Problem, field_problem
+
+        field = field_problem("resubscribe", "body", str(exc).removeprefix("resubscribe: "))
+        raise Problem(409, "Conflict", str(exc), "unsubscribed", errors=[field]) from None
 
 
 @router.delete(
@@ -403,12 +419,11 @@ def _invalid_link() -> HTMLResponse:
 
 
 async def _form(request: Request) -> ImmutableMultiDict[str, str]:
-    """The request's form fields (URL-encoded or multipart), read without the python-multipart package."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return ImmutableMultiDict()
+    """The request's form fields (URL-encoded or multipart), read without the python-multipart package.
+
+    The body is at most ``[api] max_body_bytes`` (``api_guard.BodyLimit`` answers 413 past it).
+    """
+    body = b"".join([chunk async for chunk in request.stream()])
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
         return _multipart(content_type, body)
@@ -457,7 +472,8 @@ _TWILIO_BODY = {
     responses={
         200: {"description": "TwiML, without a reply.", "content": {TWIML: {}}},
         403: _problem("The X-Twilio-Signature is missing or not valid for any sms channel of the account."),
-        422: PROBLEMS[422],
+        413: _problem("The body is larger than `[api] max_body_bytes`."),
+        422: _problem("The signed request has no valid MessageSid."),
         503: PROBLEMS[503],
     },
     openapi_extra=_TWILIO_BODY,
@@ -470,30 +486,15 @@ async def twilio_inbound(
 ) -> Response:
     from twilio.twiml.messaging_response import MessagingResponse
 
+    from broadcaster.api import Problem, field_problem, validation_problem
+
     settings = _settings(request)
     params = await _form(request)
-    if not signature or not _signed_by_twilio(settings, request, params, signature):
-        from broadcaster.api import Problem
-
+    url = request.url
+    if not signature or not sms_inbound.signed_by_twilio(settings, str(url), url.path, url.query, params, signature):
         raise Problem(403, "Forbidden", "the request is not signed by Twilio for a configured account", "forbidden")
-    await run_in_threadpool(subscribers.sms_keyword, settings, params.get("From", ""), params.get("Body", ""))
+    sid = params.get("MessageSid", "")
+    if not sms_inbound.MESSAGE_SID.fullmatch(sid):
+        raise validation_problem([field_problem("MessageSid", "body", "missing, or not a Twilio message SID")])
+    await run_in_threadpool(sms_inbound.receive, settings, sid, params.get("From", ""), params.get("Body", ""))
     return Response(str(MessagingResponse()), media_type=TWIML)
-
-
-def _signed_by_twilio(
-    settings: Settings, request: Request, params: ImmutableMultiDict[str, str], signature: str
-) -> bool:
-    """The signature is valid for the URL Twilio called, under the auth token of an sms channel of its account."""
-    from twilio.request_validator import RequestValidator
-
-    account = params.get("AccountSid")
-    tokens = {
-        config.auth_token.get_secret_value()  # type: ignore[attr-defined]
-        for config in settings.channels.values()
-        if config.type == "sms" and getattr(config, "account_sid", None) == account
-    }
-    urls = [str(request.url)]
-    if settings.subscribers.api_url:
-        query = f"?{request.url.query}" if request.url.query else ""
-        urls.insert(0, f"{settings.subscribers.api_url}{request.url.path}{query}")
-    return any(RequestValidator(token).validate(url, params, signature) for token in tokens for url in urls)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
@@ -226,8 +226,9 @@ class GroupRecorder:
     A send thread hands its success over and goes on to its next send; the recorder commits what has
     gathered at most every ``RECORD_EVERY`` seconds, so each transaction carries many deliveries (a
     transaction per delivery cost more CPU than the send). At most ``limit`` successes wait to be
-    recorded: beyond that a send thread waits, so a worker that dies repeats at most those and its sends
-    in flight.
+    recorded: beyond that a send thread waits, so a worker that dies repeats at most those, the group being
+    committed and its sends in flight (3 x ``in_flight``). A log that is down for a while holds the sends
+    back the same way, while the recorder tries again (as long as the claims hold).
     """
 
     def __init__(self, limit: int) -> None:
@@ -269,10 +270,26 @@ class GroupRecorder:
                 group, self._queue = self._queue, []
                 self._changed.notify_all()
             for settings, sent in _by_settings(group):
-                try:
-                    record_delivered(settings, sent)
-                except Exception:  # the log is unreachable, say: the lease or the sweeper sends them again
-                    log.exception("%d deliveries were sent but could not be recorded", len(sent))
+                _record_while_held(settings, sent)
+
+
+def _record_while_held(settings: Settings, sent: list[Sent]) -> None:
+    """Record ``sent``, trying again while their claims hold: a log that restarts for a few seconds must not
+    turn every success of those seconds into a send repeated once the lease runs out."""
+    held_until = min(s.started for s in sent) + settings.delivery.lease * 0.9
+    wait = RECORD_EVERY
+    while True:
+        try:
+            record_delivered(settings, sent)
+            return
+        except Exception as exc:  # the log is unreachable, say
+            if utcnow() + timedelta(seconds=wait) >= held_until:
+                # The lease (or the sweeper) sends them again: repeated, never lost.
+                log.error("%d deliveries were sent but could not be recorded: %s", len(sent), exc)
+                return
+            log.warning("%d deliveries wait to be recorded (%s); trying again in %.1f s", len(sent), exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
 
 
 def _by_settings(group: list[tuple[Settings, Sent]]) -> list[tuple[Settings, list[Sent]]]:

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from broadcaster.db import session_scope, sessions
 from broadcaster.errors import InputError
+from broadcaster.limits import MAX_COMPONENTS, Channels, Components, Identifier, Text, Title
 from broadcaster.models import (
     Broadcast,
     Delivery,
@@ -35,16 +36,20 @@ INCIDENT_UPDATE = "incident.update"
 
 
 class UpdateRequest(BaseModel):
-    """One update as ops tooling writes it (CLI, API, Python, or the ``broadcaster.post_update`` task)."""
+    """One update as ops tooling writes it (CLI, API, Python, or the ``broadcaster.post_update`` task).
 
-    model_config = ConfigDict(extra="forbid")
-    incident_id: str | None = None
-    title: str | None = Field(default=None, max_length=500)
+    Every entry point validates through this model, so the limits and text checks of ``broadcaster.limits``
+    hold for all of them alike (a field set afterwards is checked too).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    incident_id: Identifier | None = None
+    title: Title | None = None
     status: IncidentStatus
-    message: str = Field(max_length=20_000)
+    message: Text
     impact: Impact | None = None
-    components: list[str] = []
-    channels: list[str] = []
+    components: Components = []
+    channels: Channels = []
     #: when the next update is promised: a time, or how long from now (default: the impact's reminder cadence)
     next_update_by: datetime | None = None
     next_update_in: Duration | None = None
@@ -153,11 +158,23 @@ def _apply_update(session: Session, request: UpdateRequest) -> tuple[Incident, U
     if request.impact:
         incident.impact = request.impact
     if request.components:
-        incident.components = list(dict.fromkeys([*incident.components, *request.components]))
+        incident.components = _accumulated(incident, request.components)
     update = Update(
         id=new_id(), incident_id=incident.id, status=request.status, message=request.message, created_at=now
     )
     return incident, update
+
+
+def _accumulated(incident: Incident, components: Sequence[str]) -> list[str]:
+    """The incident's components with the update's added; an update may not take it past the cap."""
+    before = list(incident.components or [])
+    merged = list(dict.fromkeys([*before, *components]))
+    if len(merged) > MAX_COMPONENTS and len(merged) > len(before):
+        raise InputError(
+            f"components: incident {incident.id} already names {len(before)} components and this update would "
+            f"add {len(merged) - len(before)} more: an incident may name at most {MAX_COMPONENTS}"
+        )
+    return merged
 
 
 def next_update_by(settings: Settings, request: UpdateRequest, impact: str, at: datetime) -> datetime | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from broadcaster.errors import BroadcasterError
 from broadcaster.settings import CONFIG_ENV, Settings, load_settings
@@ -69,6 +70,24 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+def plain(value: Any, style: str = "") -> Text:
+    """A table cell or title that is shown as it is: stored text (a title, a provider's request id, an error)
+    is never read as Rich markup, so ``[/]`` cannot break a command and ``[link=...]`` makes no link."""
+    return Text("" if value is None else str(value), style=style)
+
+
+def plain_table(title: str | None, columns: Sequence[str]) -> Table:
+    """An empty table whose title and column headers are plain text (add rows of ``plain`` cells)."""
+    table = Table(title=plain(title) if title is not None else None, title_justify="left")
+    for column in columns:
+        table.add_column(plain(column.replace("_", " ")), overflow="fold")
+    return table
+
+
+#: the colour of a status cell
+STATUS_COLOURS = {"delivered": "green", "failed": "red", "retrying": "yellow"}
+
+
 def deliveries_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> None:
     """A table on a terminal; one plain tab-separated line per delivery otherwise."""
     columns = ["id", "channel", "type", "target", "status", "attempts", "provider_id", "error"]
@@ -76,14 +95,11 @@ def deliveries_table(rows: Sequence[dict[str, Any]], title: str | None = None) -
         for row in rows:
             sys.stdout.write("\t".join("" if row[c] is None else str(row[c]) for c in columns) + "\n")
         return
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column.replace("_", " "), overflow="fold")
-    colours = {"delivered": "green", "failed": "red", "retrying": "yellow"}
+    table = plain_table(title, columns)
     for row in rows:
         status = str(row["status"])
-        cells = ["" if row[c] is None else str(row[c]) for c in columns]
-        cells[4] = f"[{colours.get(status, 'cyan')}]{status}[/]"
+        cells = [plain(row[c]) for c in columns]
+        cells[4] = plain(status, STATUS_COLOURS.get(status, "cyan"))
         table.add_row(*cells)
     out.print(table)
 
@@ -109,11 +125,10 @@ def watch(settings: Settings, broadcasts: str | Sequence[str], timeout: float | 
 
 
 def progress_table(rows: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="delivering…", title_justify="left")
-    for column in ("channel", "target", "status", "attempts", "error"):
-        table.add_column(column, overflow="fold")
+    columns = ("channel", "target", "status", "attempts", "error")
+    table = plain_table("delivering…", columns)
     for row in rows:
-        table.add_row(row["channel"], row["target"], row["status"], str(row["attempts"]), row["error"] or "")
+        table.add_row(*[plain(row[c]) for c in columns])
     return table
 
 
@@ -266,9 +281,9 @@ def preview(
             out.print(text, markup=False, highlight=False)
         sizes = ", ".join(f"{k}: {v}" for k, v in rendered.size.items())
         if sizes:
-            out.print(f"[dim]size[/] {sizes}", markup=True)
+            out.print(Text.assemble(("size", "dim"), " ", sizes))
         for warning in rendered.warnings:
-            out.print(f"[yellow]warning:[/] {warning}")
+            out.print(Text.assemble(("warning:", "yellow"), " ", warning))
 
 
 @app.command()
@@ -381,7 +396,10 @@ def api(
 
 @app.command()
 def check(config: ConfigOption = None) -> None:
-    """Check each configured channel's credentials and reachability without posting anything customers see."""
+    """Check each configured channel's credentials and reachability without posting anything customers see.
+
+    One line per channel: NAME (TYPE): ready: WHAT, or NAME (TYPE): not ready: WHY. Exit 0 only when all are ready.
+    """
     from broadcaster.broadcasts import build_channel
     from broadcaster.delivery import redact
     from broadcaster.errors import DeliveryError
@@ -393,19 +411,23 @@ def check(config: ConfigOption = None) -> None:
     circuits = {c.channel: c for c in open_circuits(settings)}
     ready = True
     for name, channel_config in settings.channels.items():
-        channel = build_channel(settings, name)
         try:
-            verdict, ok = channel.check(), True
+            channel = build_channel(settings, name)
+            try:
+                verdict, ok = channel.check(), True
+            finally:
+                channel.close()
         except (DeliveryError, NotImplementedError) as exc:
-            verdict, ok = redact(str(exc), channel_config), False
-        finally:
-            channel.close()
+            verdict, ok = str(exc), False
+        except Exception as exc:  # an SDK's surprise is this channel's verdict; the other channels are still checked
+            verdict, ok = f"the check failed: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", False
+        verdict = " ".join(redact(verdict, channel_config).split())  # one line per channel, never a secret
         if name in circuits:
             verdict += f" (circuit open until {describe(circuits[name])['open_until']} UTC)"
         ready &= ok
-        mark = "[green]ready[/]" if ok else "[red]not ready[/]"
-        out.print(f"{name} ({channel_config.type}): {mark}: ", end="")
-        out.print(verdict, markup=False, highlight=False)
+        line = Text(f"{name} ({channel_config.type}): ")
+        line.append("ready" if ok else "not ready", style="green" if ok else "red")
+        out.print(line.append(f": {verdict}"), soft_wrap=True, highlight=False)
     raise typer.Exit(EXIT_OK if ready else EXIT_FAILED)
 
 

@@ -54,13 +54,12 @@ def incidents(
         for row in rows:
             sys.stdout.write("\t".join("" if row[c] is None else str(row[c]) for c in columns) + "\n")
         return
-    from rich.table import Table
+    from broadcaster.cli import plain, plain_table
 
-    table = Table(title="open incidents" if open_only else "incidents", title_justify="left")
-    for column in columns:
-        table.add_column(column.replace("_", " "), overflow="fold")
+    # Titles are stored text: plain cells, so "[/]" or "[link=...]" in one shows as written.
+    table = plain_table("open incidents" if open_only else "incidents", columns)
     for row in rows:
-        table.add_row(*["" if row[c] is None else str(row[c]) for c in columns])
+        table.add_row(*[plain(row[c]) for c in columns])
     out.print(table)
 
 
@@ -350,11 +349,16 @@ def postmortem(
     """Publish a resolved incident's post-mortem: in full on the blog webhook, a pointer on the other channels."""
     from broadcaster.cli import finish, settings_from
     from broadcaster.errors import InputError
+    from broadcaster.limits import MAX_REPORT
     from broadcaster.postmortem import publish
 
     settings = settings_from(config)
     try:
-        report = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:  # a byte more than a report may hold in UTF-8: /dev/zero never ends
+            raw = handle.read(4 * MAX_REPORT + 1)
+        if len(raw) > 4 * MAX_REPORT:
+            raise InputError(f"{file}: larger than a report may be ({MAX_REPORT:,} characters)")
+        report = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{file}: not UTF-8 text") from None
     except OSError as exc:

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
+from broadcaster import limits
+
 subscribers_app = typer.Typer(
     name="subscribers",
     help='Who gets updates from channels with audience = "subscribers": add, import, list, remove.',
@@ -96,20 +98,29 @@ def add(
         )
 
 
-@subscribers_app.command("import")
+IMPORT_HELP = (
+    "Import subscribers from a CSV file; bad rows are reported by line number and skipped. "
+    f"A file may hold at most {limits.MAX_IMPORT_BYTES / 2**20:g} MiB and {limits.MAX_IMPORT_LINE:,} characters "
+    "a line (else nothing is imported). A cell that starts with = + - or @, as a spreadsheet formula does, "
+    "makes its row bad (a phone number's + is fine)."
+)
+
+
+@subscribers_app.command("import", help=IMPORT_HELP)
 def import_(
     file: Annotated[Path, typer.Argument(help="CSV: a header row with email and/or phone, optional components.")],
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import subscribers from a CSV file; bad rows are reported by line number and skipped."""
+    """Import subscribers from a CSV file (see IMPORT_HELP)."""
     from broadcaster.cli import err, fail, print_json, settings_from
+    from broadcaster.limits import bounded_lines
     from broadcaster.subscribers import import_subscribers
 
     settings = settings_from(config)
     try:
         with file.open(encoding="utf-8-sig", newline="") as handle:
-            report = import_subscribers(settings, handle)
+            report = import_subscribers(settings, bounded_lines(handle, str(file)))
     except FileNotFoundError:
         fail(f"{file}: no such file")
     except IsADirectoryError:
@@ -177,15 +188,14 @@ def list_(
     if not out.is_terminal:
         sys.stdout.writelines("\t".join(line[c] for c in columns) + "\n" for line in lines)
         return
-    from rich.table import Table
+    from broadcaster.cli import plain, plain_table
 
-    table = Table(title=f"{len(lines)} subscriber(s)", title_justify="left")
-    for column in columns:
-        table.add_column(column.replace("_", " "), overflow="fold")
+    # Components and last errors are stored text: plain cells, never read as Rich markup.
+    table = plain_table(f"{len(lines)} subscriber(s)", columns)
     colours = {"confirmed": "green", "unsubscribed": "yellow", "quarantined": "red"}
     for line in lines:
-        cells = [line[c] for c in columns]
-        cells[3] = f"[{colours.get(line['status'], 'cyan')}]{line['status']}[/]"
+        cells = [plain(line[c]) for c in columns]
+        cells[3] = plain(line["status"], colours.get(line["status"], "cyan"))
         table.add_row(*cells)
     out.print(table)
 

@@ -289,6 +289,8 @@ class Broadcaster:
         idempotency_key: str | None = None,
     ) -> BroadcastSummary:
         """Record and broadcast an update given as an ``UpdateRequest``."""
+        # Checked again: a request made with model_construct() has skipped the limits and text checks.
+        request = parse_request(request.model_dump(warnings=False))
         answer = submit(self.settings, request, scope=self.scope, key=idempotency_key, wait=wait, timeout=timeout)
         return BroadcastSummary.model_validate(answer.body)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,10 +37,30 @@ def create_log_engine(url: str) -> Engine:
     except ArgumentError:
         raise ConfigError("database_url: not a database URL") from None
     if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            owner_only(parsed.database)
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def owner_only(database: str) -> None:
+    """Create the SQLite file readable by its owner only (0600): it holds the unsubscribe signing key.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it makes the main file's mode, so they follow; files left by an
+    older version lose the permissions others had. A file that cannot be made or changed here (no such folder,
+    another owner) is left to SQLite, which reports what is wrong when it opens it.
+    """
+    if database == ":memory:" or database.startswith("file:"):
+        return
+    with suppress(OSError):  # FileExistsError: it is there already
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        with suppress(OSError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                os.chmod(path, mode & 0o700)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

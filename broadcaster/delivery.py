@@ -26,6 +26,7 @@ from broadcaster.models import Attempt, Broadcast, Delivery, DeliveryStatus, Out
 from broadcaster.settings import RetrySettings, Settings
 from broadcaster.subscribers import note_outcome
 from channels import Channel, ChannelConfig, Message, SendContext, SendResult
+from channels.base import SCRUB_MIN, scrub_url
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def record(
             )
         )
         # A subscriber's run of permanent failures (a bounced address, an invalid number) leads to quarantine.
-        note_outcome(session, settings, claimed.channel, claimed.target, error)
+        note_outcome(session, settings, claimed.channel, claimed.target, error, reason)
         # Only while our claim holds: a lease that ran out may have passed the delivery to another worker.
         held = changed(
             session,
@@ -315,10 +316,19 @@ def record(
 
 
 def redact(text: str, config: ChannelConfig | None) -> str:
-    """Remove every configured secret of the channel from a message bound for the log."""
+    """Remove every configured secret of the channel from a message bound for the log (or a terminal).
+
+    URLs first (a webhook ``url``, an ``api_base_url``, a secret ``webhook_url``): SDK and HTTP library
+    messages often quote them whole, or only their path and query; then every other secret value.
+    """
     if config is None:
         return text
-    for value in config.__dict__.values():
-        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
-            text = text.replace(value.get_secret_value(), "***")
+    values = [(value, False) for value in config.__dict__.values() if isinstance(value, str)]
+    values += [(v.get_secret_value(), True) for v in config.__dict__.values() if isinstance(v, SecretStr)]
+    for value, secret in values:
+        if value.startswith(("http://", "https://")):
+            text = scrub_url(text, value, secret=secret)
+    for value, secret in values:
+        if secret and len(value) >= SCRUB_MIN:
+            text = text.replace(value, "***")
     return text

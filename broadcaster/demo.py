@@ -51,9 +51,10 @@ def run_demo(settings: Settings, console: Console, as_json: bool) -> int:
         expected = script_faults(sandbox)
         if not as_json:
             console.print(f"[bold]Sandbox[/] on {sandbox.http.url} (HTTP) and 127.0.0.1:{sandbox.smtp.port} (SMTP)")
-            console.print("Channels: " + ", ".join(f"{n} ({c.type})" for n, c in settings.channels.items()))
+            names = ", ".join(f"{n} ({c.type})" for n, c in settings.channels.items())
+            console.print(f"Channels: {names}", markup=False)
             for line in expected:
-                console.print(f"  scripted: {line}")
+                console.print(f"  scripted: {line}", markup=False)
         request = parse_request(
             {
                 "title": "Elevated API error rates",
@@ -77,7 +78,7 @@ def run_demo(settings: Settings, console: Console, as_json: bool) -> int:
         print_json(summary)
     else:
         deliveries_table(summary["deliveries"], title=f"broadcast {broadcast_id}: {summary['status']}")
-        console.print(f"\nThe sandbox recorded {len(requests)} requests: {REQUESTS_FILE}")
+        console.print(f"\nThe sandbox recorded {len(requests)} requests: {REQUESTS_FILE}", markup=False)
         console.print("Look next:")
         console.print(f"  broadcaster deliveries --broadcast {broadcast_id}")
         console.print("  broadcaster deliveries --status failed")

@@ -32,6 +32,7 @@ from broadcaster.broadcasts import broadcast_event, incident_view, select_channe
 from broadcaster.db import changed, session_scope, sessions
 from broadcaster.errors import InputError
 from broadcaster.lifecycle import Maintenance, at_text, customer_channels, human_duration, parse_when
+from broadcaster.limits import MAX_CHANNEL_NAME, MAX_COMPONENT, MAX_COMPONENTS, MAX_MESSAGE, MAX_TITLE, checked
 from broadcaster.models import Delivery, DeliveryStatus, Impact, Incident, IncidentStatus, new_id, utcnow
 from broadcaster.queries import wait_for
 from broadcaster.settings import Settings
@@ -81,9 +82,14 @@ def schedule(
 ) -> Scheduled:
     """Record a maintenance window and its announcement in one transaction, then dispatch the announcement."""
     now = now or utcnow()
-    title = title.strip()
+    title = checked("--title", title, max_length=MAX_TITLE)
     if not title:
         raise InputError("--title: must not be empty")
+    message = checked("--message", message, multiline=True, max_length=MAX_MESSAGE) if message else message
+    components = [checked("--component", c, max_length=MAX_COMPONENT) for c in components or []]
+    if len(set(components)) > MAX_COMPONENTS:
+        raise InputError(f"--component: {len(set(components))} components, more than the {MAX_COMPONENTS} allowed")
+    channels = [checked("--channel", c, max_length=MAX_CHANNEL_NAME) for c in channels or []]
     starts_at = starts if isinstance(starts, datetime) else parse_when(starts, now, "--starts")
     ends_at = ends if isinstance(ends, datetime) else parse_when(ends, now, "--ends")
     if ends_at <= starts_at:

@@ -188,8 +188,19 @@ def circuit_families(settings: Settings) -> Iterator[Metric]:
     yield GaugeMetricFamily("broadcaster_open_circuits", "Channels whose circuit breaker is open.", len(is_open))
 
 
+#: the request methods counted by name (RFC 9110 and PATCH); any other is counted as ``other``
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "other"
+#: the route label of a request that matched no route (an unknown path)
+UNMATCHED = "unmatched"
+
+
 class HttpMetrics:
-    """This process's HTTP requests, by route template (never the raw path: ids would explode the labels)."""
+    """This process's HTTP requests, by route template (never the raw path: ids would explode the labels).
+
+    Every label comes from a closed set, whatever clients send: the standard methods or ``other``, the
+    app's route templates or ``unmatched``, and the status codes the app answers with.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -205,7 +216,10 @@ class HttpMetrics:
             registry=registry,
         )
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """Count one request; ``route`` is the matched route's template, or None when none matched."""
+        method = method if method in HTTP_METHODS else OTHER_METHOD
+        route = route or UNMATCHED
         self.requests.labels(method, route, str(status)).inc()
         self.duration.labels(method, route).observe(seconds)
 

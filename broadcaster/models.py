@@ -1,4 +1,4 @@
-"""The delivery log: Incident, Update, Broadcast, Delivery, Attempt."""
+"""The delivery log: Incident, Update, Broadcast, Delivery, Attempt; and InboundMessage (Twilio replays)."""
 
 from __future__ import annotations
 
@@ -179,3 +179,16 @@ class Attempt(Base):
     duration_seconds: Mapped[float] = mapped_column(Float)
 
     delivery: Mapped[Delivery] = relationship(back_populates="attempt_log")
+
+
+class InboundMessage(Base):
+    """An inbound SMS that Twilio's webhook delivered and we acted on, by its MessageSid: a replay is ignored.
+
+    Rows older than ``broadcaster.sms_inbound.KEEP`` are pruned as new ones arrive (by the indexed time).
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_messages_received_at", "received_at"),)
+
+    message_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

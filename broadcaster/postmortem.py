@@ -24,13 +24,13 @@ from broadcaster.broadcasts import broadcast_event, incident_view, select_channe
 from broadcaster.db import session_scope
 from broadcaster.errors import InputError
 from broadcaster.lifecycle import Postmortem, customer_channels
+from broadcaster.limits import MAX_CHANNEL_NAME, MAX_REPORT, MAX_URL, checked
 from broadcaster.models import Incident, IncidentStatus, new_id, utcnow
 from broadcaster.settings import Settings
 
 POSTMORTEM = "incident.postmortem"
 #: how long the pointer's summary may be (a tweet and an SMS hold it with the title and the link)
 SUMMARY_MAX = 180
-MAX_REPORT = 200_000
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,11 @@ def publish(
     """Record the post-mortem and its broadcast in one transaction, then dispatch it."""
     from broadcaster.worker import dispatch
 
-    text = markdown.strip()
+    text = checked("report", markdown, multiline=True, max_length=MAX_REPORT).strip()
     if not text:
         raise InputError("the post-mortem report is empty")
-    if len(text) > MAX_REPORT:
-        raise InputError(f"the post-mortem report is longer than {MAX_REPORT} characters")
+    url = checked("--url", url, max_length=MAX_URL) if url is not None else None
+    channels = [checked("--channel", c, max_length=MAX_CHANNEL_NAME) for c in channels or []]
     names = channels or customer_channels(settings, [])
     if not names:
         raise InputError("no channel reaches customers: every enabled channel is a [reminders] channel")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    BaseLoader,
     ChoiceLoader,
     Environment,
     FileSystemLoader,
@@ -27,14 +28,50 @@ def builtin_templates() -> Path:
     return packaged if packaged.is_dir() else here.parent / "templates"
 
 
+#: appended to the name of a template that an HTML template imports or includes: its HTML copy
+HTML_COPY = "#html"
+
+
+def is_html(name: str | None) -> bool:
+    """HTML templates, and the HTML copies of what they import, are autoescaped."""
+    return bool(name and (name.endswith(".html.j2") or name.endswith(HTML_COPY)))
+
+
+class _Environment(Environment):
+    """Jinja compiles a macro with the autoescape setting of the template that defines it, not of its caller.
+
+    So ``{% from "_shared/macros.j2" import ... %}`` in ``body.html.j2`` would run the macros unescaped (and
+    mark their output safe). Here an HTML template's imports and includes load a copy of the template compiled
+    for HTML (autoescaped), and text templates keep the plain one: HTML escaped once, text never.
+    """
+
+    def join_path(self, template: str, parent: str) -> str:
+        if is_html(parent) and not is_html(template):
+            return template + HTML_COPY
+        return template
+
+
+class _CopyLoader(BaseLoader):
+    """Loads a template's HTML copy from the template's own source."""
+
+    def __init__(self, loader: BaseLoader) -> None:
+        self.loader = loader
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Any]:
+        return self.loader.get_source(environment, template.removesuffix(HTML_COPY))
+
+    def list_templates(self) -> list[str]:
+        return self.loader.list_templates()
+
+
 @cache
 def environment(extra_dir: str | None = None) -> Environment:
-    loaders = [FileSystemLoader(extra_dir)] if extra_dir else []
+    loaders: list[BaseLoader] = [FileSystemLoader(extra_dir)] if extra_dir else []
     loaders.append(FileSystemLoader(builtin_templates()))
-    env = Environment(
-        loader=ChoiceLoader(loaders),
+    env = _Environment(
+        loader=_CopyLoader(ChoiceLoader(loaders)),
         undefined=StrictUndefined,
-        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+        autoescape=is_html,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
@@ -54,7 +91,8 @@ def render(channel: Channel, folder: str, context: dict[str, Any], templates_dir
             name = template.name or name
             parts[part] = template.render(context, channel=channel.name)
         except TemplateSyntaxError as exc:
-            raise RenderError(f"template {exc.name or name}, line {exc.lineno}: {exc.message}") from None
+            where = (exc.name or name).removesuffix(HTML_COPY)
+            raise RenderError(f"template {where}, line {exc.lineno}: {exc.message}") from None
         except TemplateError as exc:
             raise RenderError(f"template {name}, line {_template_line(exc)}: {exc.message}") from None
     return channel.shape(parts, context)

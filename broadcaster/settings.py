@@ -124,6 +124,8 @@ class ApiToken(BaseModel):
 class ApiSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tokens: list[ApiToken] = []
+    #: the largest request body the API reads, in bytes; a larger one is refused with 413 before it is read
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**3)
 
 
 class SubscriberSettings(BaseModel):

@@ -62,6 +62,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from twilio.base.exceptions import TwilioRestException
 
+from broadcaster import limits
 from broadcaster.db import session_scope, sessions
 from broadcaster.errors import ConfigError, DeliveryError, InputError, PermanentError
 from broadcaster.models import Base, UTCDateTime, new_id, utcnow
@@ -72,9 +73,10 @@ log = logging.getLogger(__name__)
 
 #: the one audience there is: every confirmed subscriber of the channel's kind
 SUBSCRIBERS = "subscribers"
-MAX_COMPONENTS = 100
-MAX_COMPONENT_LENGTH = 200
-MAX_EMAIL_LENGTH = 254
+# The shared limits (broadcaster.limits), under the names this module's callers know.
+MAX_COMPONENTS = limits.MAX_COMPONENTS
+MAX_COMPONENT_LENGTH = limits.MAX_COMPONENT
+MAX_EMAIL_LENGTH = limits.MAX_EMAIL
 
 
 class Kind(StrEnum):
@@ -130,6 +132,10 @@ class NoSuchSubscriber(InputError):
     """No subscriber has this id or address."""
 
 
+class Unsubscribed(InputError):
+    """The subscriber unsubscribed, and the change would subscribe it again without ``resubscribe``."""
+
+
 # --- validation --------------------------------------------------------------------------------------------
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
@@ -140,7 +146,8 @@ _LOCAL_FORBIDDEN = set('<>()[]\\,;:"@')
 
 def normalise_email(value: str) -> str:
     """A bare address (``ana@example.com``, no display name), lower-cased so that each person is one subscriber."""
-    text = value.strip()
+    # Control characters are named (white space is simply not part of an address: refused below).
+    text = limits.multi_line(value).strip()
     problem = f"not an email address: {value!r}"
     if not text or len(text) > MAX_EMAIL_LENGTH or not text.isprintable() or any(c.isspace() for c in text):
         raise ValueError(problem)
@@ -159,7 +166,7 @@ def normalise_email(value: str) -> str:
 
 def normalise_phone(value: str) -> str:
     """An E.164 number (``+14155550100``) that ``phonenumbers`` knows to be valid."""
-    text = value.strip()
+    text = limits.multi_line(value).strip()
     if not _E164.match(text):
         raise ValueError(
             f"not an E.164 phone number: {value!r} (write + and the country code and number, digits only, "
@@ -181,8 +188,11 @@ def normalise(kind: Kind, value: str) -> str:
 def clean_components(names: Iterable[str]) -> list[str]:
     """Component names with their spacing tidied, each once; empty names are dropped (none left: all)."""
     cleaned: list[str] = []
-    for raw in names:
-        name = " ".join(raw.split())
+    for number, raw in enumerate(names, 1):
+        try:
+            name = " ".join(limits.multi_line(raw).split())  # white space tidied, control characters refused
+        except ValueError as exc:
+            raise ValueError(f"name {number} {exc}") from None
         if not name:
             continue
         if len(name) > MAX_COMPONENT_LENGTH or not name.isprintable():
@@ -277,14 +287,27 @@ def get_subscriber(settings: Settings, subscriber_id: str) -> dict[str, Any]:
 
 
 def change_subscriber(
-    settings: Settings, subscriber_id: str, components: Sequence[str] | None = None, status: str | None = None
+    settings: Settings,
+    subscriber_id: str,
+    components: Sequence[str] | None = None,
+    status: str | None = None,
+    resubscribe: bool = False,
 ) -> dict[str, Any]:
-    """Set a subscriber's components and/or status (``confirmed`` also ends a quarantine)."""
+    """Set a subscriber's components and/or status (``confirmed`` also ends a quarantine).
+
+    Confirming one who unsubscribed needs ``resubscribe`` (they asked for it), as ``add_subscriber`` does;
+    without it, nothing changes.
+    """
     now = utcnow()
     with session_scope(settings.database_url) as session:
-        row = session.get(Subscriber, subscriber_id)
+        # Locked (PostgreSQL), so that an unsubscribe committed meanwhile is seen, not overwritten.
+        row = session.get(Subscriber, subscriber_id, with_for_update=True)
         if row is None:
             raise NoSuchSubscriber(f"no subscriber with id {subscriber_id!r}")
+        if status == SubscriberStatus.confirmed and row.status == SubscriberStatus.unsubscribed and not resubscribe:
+            raise Unsubscribed(
+                "resubscribe: must be true to confirm a subscriber who unsubscribed (do that only at their request)"
+            )
         if components is not None:
             row.components = clean_components(components)
         if status == SubscriberStatus.confirmed:
@@ -389,6 +412,8 @@ class ImportReport:
 
 
 COLUMNS = ("email", "phone", "components")
+#: rows upserted per call while importing (each call sends them in multi-row statements of a thousand)
+IMPORT_SLICE = 10_000
 
 
 def read_csv(lines: Iterable[str]) -> tuple[list[tuple[Kind, str, list[str]]], ImportReport]:
@@ -448,7 +473,8 @@ def read_csv(lines: Iterable[str]) -> tuple[list[tuple[Kind, str, list[str]]], I
 
 def _row_entries(cells: dict[str, str]) -> list[tuple[Kind, str, list[str]]]:
     try:
-        components = clean_components(cells.get("components", "").split(";"))
+        # A spreadsheet formula cannot be meant as a component name or an address (CSV injection).
+        components = [limits.not_formula(c) for c in clean_components(cells.get("components", "").split(";"))]
     except ValueError as exc:
         raise ValueError(f"components: {exc}") from None
     entries = []
@@ -456,6 +482,8 @@ def _row_entries(cells: dict[str, str]) -> list[tuple[Kind, str, list[str]]]:
         value = cells.get(kind.value, "")
         if value:
             try:
+                if kind == Kind.email:
+                    limits.not_formula(value)  # a phone number's leading + is E.164's
                 entries.append((kind, normalise(kind, value), components))
             except ValueError as exc:
                 raise ValueError(f"{kind}: {exc}") from None
@@ -469,7 +497,9 @@ def import_subscribers(settings: Settings, lines: Iterable[str]) -> ImportReport
     found, report = read_csv(lines)
     with session_scope(settings.database_url) as session:
         before = session.scalar(select(func.count()).select_from(Subscriber)) or 0
-        upsert(session, found)
+        # In slices, so that a large file's rows are not all held as parameters at once.
+        for start in range(0, len(found), IMPORT_SLICE):
+            upsert(session, found[start : start + IMPORT_SLICE])
         after = session.scalar(select(func.count()).select_from(Subscriber)) or 0
     report.created = after - before
     report.updated = len(found) - report.created
@@ -610,56 +640,7 @@ def unsubscribe_by_token(settings: Settings, token: str) -> dict[str, Any] | Non
         return subscriber_view(row)
 
 
-# --- SMS keywords ------------------------------------------------------------------------------------------
-
-#: Twilio's standard opt-out and opt-in keywords (the whole message, any case)
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
-START_WORDS = frozenset({"START", "YES", "UNSTOP"})
-
-
-def sms_keyword(settings: Settings, phone: str, body: str) -> str | None:
-    """Act on an inbound SMS: STOP words unsubscribe ``phone``, START words confirm it again.
-
-    Returns the subscriber's new status, or None when the message is no keyword or the number no subscriber.
-    A STOP from an unknown number is remembered (unsubscribed), so that no later import subscribes it.
-    """
-    word = body.strip().upper()
-    if word not in STOP_WORDS and word not in START_WORDS:
-        return None
-    try:
-        phone = normalise_phone(phone)
-    except ValueError:
-        return None
-    now = utcnow()
-    with session_scope(settings.database_url) as session:
-        row = _find(session, Kind.phone, phone)
-        if word in STOP_WORDS:
-            if row is None:
-                row = Subscriber(
-                    id=new_id(),
-                    kind=Kind.phone,
-                    address=phone,
-                    components=[],
-                    status=SubscriberStatus.unsubscribed,
-                    failures=0,
-                    created_at=now,
-                    updated_at=now,
-                    unsubscribed_at=now,
-                )
-                try:
-                    with session.begin_nested():
-                        session.add(row)
-                except IntegrityError:
-                    row = _find(session, Kind.phone, phone)
-                    assert row is not None
-            _unsubscribe(row, now)
-        elif row is not None:
-            _confirm(row, now)  # it just texted us: the number works
-        else:
-            return None
-        session.flush()
-        log.info("SMS %s from %s: %s", word, phone, row.status)
-        return row.status
+# SMS keywords (STOP, START) from Twilio's inbound webhook: broadcaster.sms_inbound
 
 
 # --- audiences ---------------------------------------------------------------------------------------------
@@ -768,9 +749,12 @@ def note_successes(session: Session, settings: Settings, channel: str, targets: 
     )
 
 
-def note_outcome(session: Session, settings: Settings, channel: str, target: str, error: DeliveryError | None) -> None:
+def note_outcome(
+    session: Session, settings: Settings, channel: str, target: str, error: DeliveryError | None, reason: str | None
+) -> None:
     """Keep a subscriber's run of permanent failures: reset by a success, quarantining at the limit.
 
+    ``reason`` is the error as the delivery log shows it (its secrets redacted); it becomes ``last_error``.
     Only for channels with an audience; a target that is no subscriber is left alone. Runs in the
     transaction that records the attempt.
     """
@@ -785,7 +769,7 @@ def note_outcome(session: Session, settings: Settings, channel: str, target: str
     verdict = recipient_verdict(error)
     if verdict is None:
         return
-    reason = str(error)[:1000]
+    reason = (reason or str(error))[:1000]
     if verdict == "unsubscribed":
         statement = (
             update(Subscriber)

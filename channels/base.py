@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,3 +140,44 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+#: a fragment of a URL shorter than this is not scrubbed on its own (it would mangle ordinary words and numbers)
+SCRUB_MIN = 4
+
+
+def public_url(url: str) -> str:
+    """``url`` as it is stored and shown: without ``user:password@``, query and fragment, where credentials hide.
+
+    The full URL is still the one sent to; this one is for targets, errors and ``check`` output.
+    """
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def url_secrets(url: str, *, path_too: bool = False) -> list[str]:
+    """The pieces of ``url`` that may be credentials: its userinfo, its query, each query value (raw and
+    decoded) and, with ``path_too`` (a URL that is itself a secret, like a Slack webhook), its path."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    # With a password the user name is no secret; alone (https://TOKEN@host) it is the credential itself.
+    user, _, password = userinfo.partition(":")
+    pieces = [userinfo, unquote_plus(userinfo), password or user, unquote_plus(password or user)]
+    pieces += [parts.query, parts.fragment]
+    for pair in parts.query.split("&"):
+        value = pair.partition("=")[2]
+        pieces += [value, unquote_plus(value)]
+    if path_too:
+        pieces.append(parts.path)
+    return [p for p in pieces if len(p) >= SCRUB_MIN]
+
+
+def scrub_url(text: str, url: str, *, secret: bool = False) -> str:
+    """Remove ``url``'s credentials from ``text``: the full URL becomes its public form (``***`` when the whole
+    URL is a secret), then every credential piece left (e.g. a query quoted alone by urllib3) becomes ``***``."""
+    if not url:
+        return text
+    text = text.replace(url, "***" if secret else public_url(url))
+    for piece in sorted(set(url_secrets(url, path_too=secret)), key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text

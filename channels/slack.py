@@ -26,7 +26,15 @@ from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from broadcaster.errors import DeliveryError, PermanentError, RateLimited, RenderError, TransientError
-from channels.base import Channel, HttpChannelConfig, Message, SendContext, SendResult, retry_after_seconds
+from channels.base import (
+    Channel,
+    HttpChannelConfig,
+    Message,
+    SendContext,
+    SendResult,
+    public_url,
+    retry_after_seconds,
+)
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
 WEBHOOK_TARGET = "incoming-webhook"
@@ -238,9 +246,9 @@ class SlackChannel(Channel[SlackConfig]):
         return WebhookClient(url, timeout=self.config.timeout.total_seconds(), retry_handlers=[])  # type: ignore[arg-type]
 
     def webhook_host(self) -> str:
-        """The webhook's host, which is no secret (the path is)."""
+        """The webhook's host, which is no secret (the path is, and any ``user:password@``)."""
         url = self.config.webhook_url.get_secret_value() if self.config.webhook_url else ""
-        return urlsplit(url).netloc or "the incoming webhook"
+        return urlsplit(url).netloc.rpartition("@")[2] or "the incoming webhook"
 
     def call(self, method: str, target: str, request: Callable[[], SlackResponse]) -> SlackResponse:
         """Make one Web API call; every failure comes back as one of our DeliveryErrors."""
@@ -256,6 +264,7 @@ class SlackChannel(Channel[SlackConfig]):
 
     @contextmanager
     def _transport_errors(self, where: str) -> Iterator[None]:
+        where = public_url(where) if "://" in where else where  # an api_base_url may carry credentials
         timeout = self.config.timeout.total_seconds()
         try:
             yield

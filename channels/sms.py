@@ -31,7 +31,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from broadcaster.errors import DeliveryError, PermanentError, RateLimited, TransientError
-from channels.base import Channel, HttpChannelConfig, Message, SendContext, SendResult, retry_after_seconds
+from channels.base import Channel, HttpChannelConfig, Message, SendContext, SendResult, public_url, retry_after_seconds
+from channels.fitting import ELLIPSIS, shorten
 
 TWILIO_API = "https://api.twilio.com"
 
@@ -67,6 +68,8 @@ def _sid(prefix: str) -> AfterValidator:
 
 
 E164 = Annotated[str, AfterValidator(_e164)]
+#: segments per SMS: 3 by default; at most 10 (10 GSM-7 parts of 153 stay under Twilio's 1,600 characters)
+DEFAULT_MAX_SEGMENTS, MAX_SEGMENTS = 3, 10
 
 
 class SmsConfig(HttpChannelConfig):
@@ -75,6 +78,8 @@ class SmsConfig(HttpChannelConfig):
     from_number: E164 | None = None
     messaging_service_sid: Annotated[str, _sid("MG")] | None = None
     recipients: list[E164] = Field(default_factory=list)
+    #: the cost ceiling: a text that needs more segments (each billed per recipient) is cut to this many
+    max_segments: int = DEFAULT_MAX_SEGMENTS
     #: reserved for subscriber audiences (``"subscribers"``), expanded by the broadcaster, not by this channel
     audience: str | None = None
     api_base_url: str | None = TWILIO_API
@@ -85,6 +90,18 @@ class SmsConfig(HttpChannelConfig):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("max_segments", mode="before")
+    @classmethod
+    def _segment_count(cls, value: Any) -> int:
+        # TOML gives an int, the environment a string; a bool or a float is a mistake, not a count
+        text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if not text.isdigit() or not 1 <= int(text) <= MAX_SEGMENTS:
+            raise ValueError(
+                f"must be a whole number from 1 to {MAX_SEGMENTS} (segments per SMS, each billed per recipient), "
+                f"not {value!r}"
+            )
+        return int(text)
 
     @field_validator("auth_token")
     @classmethod
@@ -169,10 +186,7 @@ def count_segments(text: str, encoding: str | None = None) -> int:
     BMP take two). Neither pair is ever split across two parts, so a part may hold one unit less.
     """
     encoding = encoding or encoding_of(text)
-    if encoding == GSM7:
-        units = [2 if c in GSM_EXTENDED else 1 for c in text]
-    else:
-        units = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    units = _units(text, encoding)
     single, part = SEGMENT_SIZES[encoding]
     if sum(units) <= single:
         return 1
@@ -182,6 +196,35 @@ def count_segments(text: str, encoding: str | None = None) -> int:
             count, used = count + 1, 0
         used += unit
     return count
+
+
+def _units(text: str, encoding: str) -> list[int]:
+    """What each character costs: GSM-7 septets (the extension table takes two), or UTF-16 code units."""
+    if encoding == GSM7:
+        return [2 if c in GSM_EXTENDED else 1 for c in text]
+    return [2 if ord(c) > 0xFFFF else 1 for c in text]
+
+
+def fit_segments(text: str, link: str | None, encoding: str, max_segments: int) -> str:
+    """``text`` cut on a word boundary to at most ``max_segments`` segments, keeping ``link`` and what follows it.
+
+    The cut ends with "…" in UCS-2 and with its GSM-7 stand-in "..." in GSM-7 (a "…" would force the whole
+    message into UCS-2).
+    """
+    single, part = SEGMENT_SIZES[encoding]
+    ellipsis = ELLIPSIS if encoding == UCS2 else REPLACEMENTS[ELLIPSIS]
+
+    def weigh(piece: str) -> int:
+        return sum(_units(piece, encoding))
+
+    budget = single if max_segments == 1 else part * max_segments
+    # A part never splits a two-unit character, so it may hold one unit less: give one back until it fits.
+    for room in range(budget, max(0, budget - max_segments - 2), -1):
+        # the link tells the rest of the story: keep it while any text fits beside it
+        cut, _ = shorten(text, link, room, weigh, ellipsis, min_room=1)
+        if count_segments(cut, encoding) <= max_segments:
+            return cut
+    return cut
 
 
 def _tidy(text: str) -> str:
@@ -272,8 +315,6 @@ class SmsChannel(Channel[SmsConfig]):
     type: ClassVar[str] = "sms"
     Config = SmsConfig
     templates: ClassVar[dict[str, str]] = {"body": "body.txt"}
-    #: Twilio refuses a longer body (error 21617)
-    max_characters: ClassVar[int] = 1600
 
     def __init__(self, name: str, config: SmsConfig) -> None:
         super().__init__(name, config)
@@ -287,11 +328,22 @@ class SmsChannel(Channel[SmsConfig]):
         text, forcing = to_gsm(parts["body"])
         text = _tidy(text)
         warnings: list[str] = []
-        if len(text) > self.max_characters:
-            text = _cut(text, self.max_characters, str(context.get("incident", {}).get("url", "")))
-            warnings.append(f"cut to {self.max_characters} characters, Twilio's limit for one message")
         encoding = UCS2 if forcing else GSM7
         segments = count_segments(text, encoding)
+        size: dict[str, Any] = {}
+        limit = self.config.max_segments
+        if segments > limit:
+            link = (context.get("incident") or {}).get("url") or None
+            text = fit_segments(text, link, encoding, limit)
+            warnings.append(
+                f"cut to {limit} segment{'s' if limit > 1 else ''} (max_segments; the full text takes {segments})"
+            )
+            size["full_segments"] = segments
+            segments = count_segments(text, encoding)
+            if link and link not in text:
+                warnings.append(
+                    f"the incident link does not fit in {limit} {encoding} segment{'s' if limit > 1 else ''}"
+                )
         if forcing:
             chars = ", ".join(repr(c) for c in forcing[:5])
             warnings.append(f"UCS-2 forced by {chars} ({SEGMENT_SIZES[UCS2][0]} characters per segment, not 160)")
@@ -299,7 +351,7 @@ class SmsChannel(Channel[SmsConfig]):
             warnings.append(f"{segments} segments per recipient ({encoding}, {len(text)} characters)")
         return Message(
             parts={"body": text},
-            size={"segments": segments, "encoding": encoding, "characters": len(text)},
+            size={"segments": segments, "encoding": encoding, "characters": len(text), **size},
             warnings=warnings,
         )
 
@@ -385,18 +437,10 @@ class SmsChannel(Channel[SmsConfig]):
         return TransientError(reason)
 
     def _where(self) -> str:
-        return self.config.api_base_url or TWILIO_API
+        return public_url(self.config.api_base_url or TWILIO_API)
 
 
 def _provider_text(msg: str) -> str:
     """The SDK prefixes Twilio's message with its own ("Unable to create record: ..."); keep Twilio's."""
     prefix, sep, rest = msg.partition(": ")
     return rest if sep and prefix.startswith("Unable to") else msg
-
-
-def _cut(text: str, limit: int, keep_tail: str) -> str:
-    """Shorten ``text`` to ``limit`` characters, keeping the incident link at its end when it has one."""
-    tail = "\n" + keep_tail if keep_tail and text.endswith("\n" + keep_tail) else ""
-    head = text[: len(text) - len(tail)]
-    room = max(0, limit - len(tail) - 3)
-    return head[:room].rstrip() + "..." + tail

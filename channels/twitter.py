@@ -27,13 +27,13 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from broadcaster.errors import DeliveryError, PermanentError, RateLimited, TransientError
-from channels.base import Channel, HttpChannelConfig, Message, SendContext, SendResult
+from channels.base import Channel, HttpChannelConfig, Message, SendContext, SendResult, public_url
+from channels.fitting import keep_link, prefix_end, shorten, truncate
 
 #: the host tweepy writes into every request; no tweepy setting changes it
 X_API = "https://api.twitter.com"
 LIMIT = 280
 URL_LENGTH = 23
-ELLIPSIS = "…"
 
 # --- X's weighted length (twitter-text v3 configuration) ----------------------------------------------------
 
@@ -104,67 +104,26 @@ def weighted_length(text: str) -> int:
 # --- fitting a rendering into tweets --------------------------------------------------------------------
 
 
-def _prefix_end(text: str, budget: int) -> int:
-    """Where to cut ``text`` so the part before weighs at most ``budget``: at a word's end when one fits."""
-    total, end = 0, 0
-    # links and emoji never hold a space, so words weigh the same alone as in the whole text
-    for word in re.finditer(r"\s*\S+", text):
-        total += weighted_length(word.group())
-        if total > budget:
-            break
-        end = word.end()
-    else:
-        return len(text)
-    if end:
-        return end
-    # the first word alone is too long: cut inside it (within a link's greatest length of the budget)
-    low, high = 0, min(word.end(), budget + 4096)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if weighted_length(text[:middle]) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def _truncate(text: str, budget: int) -> str:
-    if _prefix_end(text, budget) == len(text):
-        return text
-    head = text[: _prefix_end(text, budget - weighted_length(ELLIPSIS))].rstrip(" \t\n,;:.-–—")
-    return head + ELLIPSIS
-
-
 def _sentence_end(text: str, end: int) -> int:
     """A thread part reads better ending with a sentence or a line, when one ends in its second half."""
     ends = [m.end() for m in re.finditer(r"[.!?…](?=\s)|(?=\n)", text[: end + 1]) if end // 2 <= m.end() <= end]
     return max(ends, default=end)
 
 
-def _split_link(text: str, link: str | None) -> tuple[str, str]:
-    """The text before the incident link, and the link with whatever follows it (kept whole)."""
-    at = text.rfind(link) if link else -1
-    if at <= 0:
-        return text, ""
-    head = text[:at].rstrip()
-    return head, ("\n" if "\n" in text[len(head) : at] else " ") + text[at:]
-
-
 def fit(text: str, link: str | None, mode: str, max_tweets: int) -> tuple[list[str], bool]:
     """Tweets that each weigh at most 280 and keep ``link``; and whether text had to be dropped."""
     if weighted_length(text) <= LIMIT:
         return [text], False
-    head, kept = _split_link(text, link)
-    if LIMIT - weighted_length(kept) < 40:  # what follows the link leaves no room: treat it all as text
-        head, kept = text, ""
-    if weighted_length(head + kept) <= LIMIT:  # only blank lines before the link were too many
-        return [head + kept], False
     if mode == "truncate":
-        tweets, truncated = [_truncate(head, LIMIT - weighted_length(kept)) + kept], True
+        tweet, truncated = shorten(text, link, LIMIT, weighted_length)
+        tweets = [tweet]
     else:
+        head, kept = keep_link(text, link, LIMIT, weighted_length)
+        if weighted_length(head + kept) <= LIMIT:  # only blank lines before the link were too many
+            return [head + kept], False
         tweets, truncated = _thread(head, kept, max_tweets)
     if any(weighted_length(tweet) > LIMIT for tweet in tweets):  # a safety net; the tests show it never fires
-        return [_truncate(text, LIMIT)], True
+        return [truncate(text, LIMIT, weighted_length)], True
     return tweets, truncated
 
 
@@ -176,12 +135,12 @@ def _thread(head: str, kept: str, max_tweets: int) -> tuple[list[str], bool]:
         rest, truncated = head, False
         while rest:
             budget = LIMIT - numbering - (weighted_length(kept) if not chunks else 0)
-            end = _prefix_end(rest, budget)
+            end = prefix_end(rest, budget, weighted_length)
             if end == len(rest):
                 chunks.append(rest)
                 break
             if len(chunks) + 1 == max_tweets:
-                chunks.append(_truncate(rest, budget))
+                chunks.append(truncate(rest, budget, weighted_length))
                 truncated = True
                 break
             end = _sentence_end(rest, max(1, end))
@@ -351,7 +310,7 @@ class TwitterChannel(Channel[TwitterConfig]):
 
     def _error(self, exc: Exception) -> DeliveryError:
         """One of our errors for a tweepy or requests exception; its text holds none of the credentials."""
-        where = self.config.api_base_url
+        where = public_url(self.config.api_base_url)  # without any credentials it carries
         if isinstance(exc, tweepy.HTTPException):
             status = exc.response.status_code
             said = "; ".join(" ".join(str(m).split()) for m in exc.api_messages) or exc.response.reason

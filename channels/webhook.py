@@ -15,7 +15,15 @@ from standardwebhooks.webhooks import Webhook
 from ulid import ULID
 
 from broadcaster.errors import PermanentError, RateLimited, TransientError
-from channels.base import Channel, HttpChannelConfig, Message, SendContext, SendResult, retry_after_seconds
+from channels.base import (
+    Channel,
+    HttpChannelConfig,
+    Message,
+    SendContext,
+    SendResult,
+    public_url,
+    retry_after_seconds,
+)
 
 
 class WebhookConfig(HttpChannelConfig):
@@ -66,7 +74,8 @@ class WebhookChannel(Channel[WebhookConfig]):
     templates: ClassVar[dict[str, str]] = {"title": "title.txt", "markdown": "body.md", "html": "body.html"}
 
     def targets(self) -> list[str]:
-        return [self.config.url]
+        # The log and every reader see the URL without credentials; ``post`` sends to the full one.
+        return [public_url(self.config.url)]
 
     def shape(self, parts: dict[str, str], context: dict[str, Any]) -> Message:
         message = super().shape(parts, context)
@@ -88,16 +97,17 @@ class WebhookChannel(Channel[WebhookConfig]):
             **signed_headers(self.config.secret.get_secret_value(), message_id, body, event),
         }
         timeout = self.config.timeout.total_seconds()
+        shown = public_url(self.config.url)
         try:
             response = httpx.post(self.config.url, content=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
-            raise TransientError(f"no answer from {self.config.url} within {timeout:g}s") from exc
+            raise TransientError(f"no answer from {shown} within {timeout:g}s") from exc
         except httpx.TransportError as exc:
-            raise TransientError(f"cannot reach {self.config.url}: {type(exc).__name__}") from exc
+            raise TransientError(f"cannot reach {shown}: {type(exc).__name__}") from exc
         status = response.status_code
         if status < 300:
             return SendResult(provider_id=response.headers.get("x-request-id"), note=f"HTTP {status}")
-        reason = f"{self.config.url} answered HTTP {status}"
+        reason = f"{shown} answered HTTP {status}"
         if status == 429:
             raise RateLimited(reason, retry_after=retry_after_seconds(response.headers.get("retry-after")))
         if status in (408, 425) or status >= 500:
@@ -107,4 +117,4 @@ class WebhookChannel(Channel[WebhookConfig]):
     def check(self) -> str:
         body = json.dumps({"event": "ping", "channel": self.name}).encode()
         self.post(body, str(ULID()), "ping")
-        return f"{self.config.url} accepted a signed ping"
+        return f"{public_url(self.config.url)} accepted a signed ping"

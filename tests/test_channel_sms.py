@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -333,13 +334,41 @@ def test_an_emoji_forces_ucs2_with_a_warning(sandbox: Sandbox) -> None:
     assert sms(channel, "\u670d" * 71).size == {"segments": 2, "encoding": "UCS-2", "characters": 71}
 
 
-def test_an_overlong_body_is_cut_to_twilios_limit_keeping_the_link(sandbox: Sandbox) -> None:
-    channel = make_channel(sandbox)
+def test_an_overlong_body_is_cut_to_max_segments_keeping_the_link(sandbox: Sandbox) -> None:
+    """10 segments at most (under Twilio's 1,600 characters for a body); the cut is on a word, before the link."""
+    channel = make_channel(sandbox, max_segments=10)
     message = render(channel, "investigating", update_context("word " * 400))
 
-    assert len(message.parts["body"]) == SmsChannel.max_characters
-    assert message.parts["body"].endswith("...\n" + URL)
-    assert any("cut to 1600 characters" in w for w in message.warnings)
+    body = message.parts["body"]
+    assert len(body) <= 10 * 153 < 1600
+    assert body.endswith(" word...\n" + URL)
+    assert message.size["segments"] == 10 and message.size["full_segments"] == 14
+    assert any("cut to 10 segments" in w for w in message.warnings)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(0, "not 0"), (11, "not 11"), ("many", "not 'many'"), (2.5, "not 2.5"), (True, "not True")]
+)
+def test_max_segments_outside_1_to_10_is_a_configuration_error(tmp_path: Path, value: Any, shown: str) -> None:
+    path = write_sms_config(tmp_path / "broadcaster.toml")
+    path.write_text(path.read_text() + f"max_segments = {json.dumps(value)}\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+
+    assert "channels.sms.max_segments: must be a whole number from 1 to 10" in str(raised.value)
+    assert shown in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_max_segments_defaults_to_3_and_reads_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_sms_config(tmp_path / "broadcaster.toml")
+    sms_config = load_settings(path).channels["sms"]
+    assert isinstance(sms_config, SmsConfig) and sms_config.max_segments == 3
+
+    monkeypatch.setenv("BROADCASTER_CHANNELS__SMS__MAX_SEGMENTS", "1")
+    sms_config = load_settings(path).channels["sms"]
+    assert isinstance(sms_config, SmsConfig) and sms_config.max_segments == 1
 
 
 # --- check -----------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ from tests.test_resilience import SEND, all_finished, assert_log_consistent, del
 
 @pytest.mark.parametrize("batch_size", [1, 50])
 def test_each_delivery_keeps_its_own_outcome_in_a_batch_or_alone(
-    cluster: Callable[..., Cluster], sandbox: Sandbox, batch_size: int
+    broker_cluster: Callable[..., Cluster], sandbox: Sandbox, batch_size: int
 ) -> None:
     """One refused address, one temporary failure, 38 fine: the same log whether batched or one task each."""
     recipients = [f"reader{i:02d}@example.com" for i in range(40)]
     sandbox.smtp.reject.add("reader07@example.com")
     sandbox.smtp.script("451 4.3.0 try again later")  # the first DATA only
-    group = cluster(
+    group = broker_cluster(
         {"email": email_channel(sandbox, recipients)},
         delivery={"lease": "5s", "sweep_every": "1s", "batch_size": batch_size, "in_flight": 8},
     )

@@ -65,6 +65,9 @@ def test_a_post_mortem_needs_a_resolved_incident(
     )
     missing = cli("postmortem", incident, "--file", str(tmp_path / "nope.md"), *config)
     assert missing.code == 2 and "nope.md: cannot read" in missing.stderr
+    endless = cli("postmortem", incident, "--file", "/dev/zero", *config, timeout=30)
+    assert endless.code == 2
+    assert endless.stderr.strip() == "broadcaster: error: /dev/zero: larger than a report may be (200,000 characters)"
     assert len(sandbox.http.received()) == sent
 
 

@@ -60,11 +60,11 @@ def email_channel(sandbox: Sandbox, recipients: list[str], **extra: Any) -> dict
     return {**sandbox.channel_config("email"), "recipients": recipients, **extra}
 
 
-def test_killed_worker_mid_fan_out_loses_nothing(cluster: Callable[..., Cluster], sandbox: Sandbox) -> None:
+def test_killed_worker_mid_fan_out_loses_nothing(broker_cluster: Callable[..., Cluster], sandbox: Sandbox) -> None:
     """SIGKILL a worker during a 1,000-recipient email fan-out; a new worker finishes it, nothing lost."""
     recipients = [f"customer{i:04d}@example.com" for i in range(1000)]
     in_flight = 8
-    group = cluster(
+    group = broker_cluster(
         {"email": email_channel(sandbox, recipients)},
         delivery={"lease": "5s", "sweep_every": "1s", "in_flight": in_flight},
     )
@@ -111,10 +111,10 @@ def test_flushed_redis_mid_broadcast_still_delivers(
     assert_log_consistent(group, broadcast_id)
 
 
-def test_rate_limit_is_shared_by_every_worker(cluster: Callable[..., Cluster], sandbox: Sandbox) -> None:
+def test_rate_limit_is_shared_by_every_worker(broker_cluster: Callable[..., Cluster], sandbox: Sandbox) -> None:
     """Two workers, one "5/s" channel, 50 deliveries: the provider never sees more than 5 in a second."""
     recipients = [f"sub{i:02d}@example.com" for i in range(50)]
-    group = cluster({"email": email_channel(sandbox, recipients, rate_limit="5/s")})
+    group = broker_cluster({"email": email_channel(sandbox, recipients, rate_limit="5/s")})
     group.start("w1", concurrency=4)
     group.start("w2", concurrency=4)
     sent = group.cli(*SEND, "--wait", "--timeout", "60", "--json")
@@ -130,10 +130,12 @@ def test_rate_limit_is_shared_by_every_worker(cluster: Callable[..., Cluster], s
     assert {d["attempts"] for d in sent.json["deliveries"]} == {1}
 
 
-def test_open_circuit_defers_deliveries_and_falls_back_once(cluster: Callable[..., Cluster], sandbox: Sandbox) -> None:
+def test_open_circuit_defers_deliveries_and_falls_back_once(
+    broker_cluster: Callable[..., Cluster], sandbox: Sandbox
+) -> None:
     """The blog is down for the whole test: its circuit opens, later deliveries wait, the fallback gets it."""
     sandbox.http.script("webhook", *[Answer(503, {"error": "down"}) for _ in range(50)])
-    group = cluster(
+    group = broker_cluster(
         {
             "blog": {
                 **sandbox.channel_config("webhook", "blog"),

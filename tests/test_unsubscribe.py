@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -213,10 +214,10 @@ WEBHOOK = "/webhooks/twilio"
 
 
 def inbound(body: str, sender: str, **extra: str) -> dict[str, str]:
-    """An inbound-message webhook's form, as Twilio posts it."""
+    """An inbound-message webhook's form, as Twilio posts it (each message with a SID of its own)."""
     return {
         "AccountSid": ACCOUNT_SID,
-        "MessageSid": "SM" + "0" * 32,
+        "MessageSid": "SM" + secrets.token_hex(16),
         "From": sender,
         "To": FROM_NUMBER,
         "Body": body,
@@ -257,9 +258,11 @@ def test_sms_stop_and_start_with_a_valid_signature(
     send(cli, config, "Second")
     assert texted(sandbox) == ["+14155550132"]
 
-    # ... or the URL as this server sees it, when no proxy rewrites it
+    # ... and only that URL while api_url is set: not the one this server sees (tests/test_api_hardening.py)
     start = inbound("Start", "+14155550131")
-    assert api.post(WEBHOOK, data=start, headers=signed(f"http://testserver{WEBHOOK}", start)).status_code == 200
+    assert api.post(WEBHOOK, data=start, headers=signed(f"http://testserver{WEBHOOK}", start)).status_code == 403
+    assert api_statuses(api)["+14155550131"] == "unsubscribed"
+    assert api.post(WEBHOOK, data=start, headers=signed(API_URL + WEBHOOK, start)).status_code == 200
     assert api_statuses(api)["+14155550131"] == "confirmed"
     for word in ("QUIT", "unsubscribe", "Cancel"):
         message = inbound(word, "+14155550132")

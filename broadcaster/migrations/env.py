@@ -7,7 +7,7 @@ from broadcaster import (
     lifecycle,  # noqa: F401  (reminders, maintenance, postmortems)
     subscribers,  # noqa: F401  (subscribers, signing keys)
 )
-from broadcaster.models import Base
+from broadcaster.models import Base  # the log's own tables, inbound_messages (0008) among them
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
