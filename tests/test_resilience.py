@@ -148,7 +148,7 @@ def test_open_circuit_defers_deliveries_and_falls_back_once(
     )
     group.start("w1", concurrency=4)
     first = group.cli(*SEND, "--channel", "blog", "--wait", "--timeout", "60", "--json")
-    assert first.code == 1, first.stderr
+    assert first.code == 1, first.stdout + first.stderr + group.logs()
     blog = next(d for d in first.json["deliveries"] if d["channel"] == "blog")
     fallback = next(d for d in first.json["deliveries"] if d["channel"] == "oncall")
     assert blog["status"] == "failed" and blog["attempts"] == 3
