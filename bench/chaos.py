@@ -40,10 +40,10 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from broadcaster.db import sessions
-from broadcaster.models import Broadcast, Delivery
 from broadcaster.sandbox import Sandbox
 from broadcaster.settings import load_settings
+from broadcaster.store.db import sessions
+from broadcaster.store.models import Broadcast, Delivery
 from broadcaster.testing import delete_rabbitmq_vhost, rabbitmq_vhost, run_cli, start_redis, start_worker, write_config
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -49,13 +49,14 @@ from urllib.parse import urlencode
 import redis
 from sqlalchemy import func, select
 
-from broadcaster.db import dispose_all, sessions
-from broadcaster.models import Attempt, Delivery
+from broadcaster.domain.subscriber_import import import_subscribers
+from broadcaster.domain.subscribers import normalise_phone
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 from broadcaster.settings import DeliverySettings, load_settings
-from broadcaster.subscribers import import_subscribers, normalise_phone
+from broadcaster.store.db import dispose_all, sessions
+from broadcaster.store.models import Attempt, Delivery
 from broadcaster.testing import run_cli, start_redis, write_config
+from channels.sms.emulator import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 POSTGRES_URL = os.environ.get("BROADCASTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_URL = "https://status-api.example.com"

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that `import broadcaster.cli` stays quick and free of the Celery app.
+    # Lazy, so that importing one of the package's modules (the core, the settings) loads no Celery app.
     if name == "Broadcaster":
         from broadcaster.client import Broadcaster
 

@@ -1,5 +1,7 @@
+"""``python -m broadcaster``: the command line (broadcaster.interfaces.cli.app)."""
+
 import sys
 
-from broadcaster.cli import main
+from broadcaster.interfaces.cli.app import main
 
 sys.exit(main())

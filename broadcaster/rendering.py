@@ -1,4 +1,10 @@
-"""Render an update for a channel from ``templates/<type>/<folder>/<part>.j2``, falling back to ``default``."""
+"""Render an update for a channel from ``templates/<type>/<folder>/<part>.j2``, falling back to ``default``.
+
+A channel type that ships no template for a part (a plugin's, say) renders it from the generic default
+(``templates/_generic/``: title, status, message, link): ``title.txt`` by that name, any other part by its
+format (``body.txt``, ``body.md``, ``body.html``). A plugin may ship its own templates in its package
+(``Channel.templates_dir``, laid out as ``templates/``); a ``templates_dir`` setting overrides them all.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from jinja2 import (
     TemplateSyntaxError,
 )
 
-from broadcaster.errors import RenderError
+from broadcaster.core.errors import RenderError
 from channels import Channel, Message
 
 
@@ -65,8 +71,9 @@ class _CopyLoader(BaseLoader):
 
 
 @cache
-def environment(extra_dir: str | None = None) -> Environment:
-    loaders: list[BaseLoader] = [FileSystemLoader(extra_dir)] if extra_dir else []
+def environment(extra_dir: str | None = None, channel_dir: str | None = None) -> Environment:
+    """The templates of ``extra_dir`` (the ``templates_dir`` setting), then a channel's own, then the built-in."""
+    loaders: list[BaseLoader] = [FileSystemLoader(d) for d in (extra_dir, channel_dir) if d]
     loaders.append(FileSystemLoader(builtin_templates()))
     env = _Environment(
         loader=_CopyLoader(ChoiceLoader(loaders)),
@@ -81,10 +88,11 @@ def environment(extra_dir: str | None = None) -> Environment:
 
 def render(channel: Channel, folder: str, context: dict[str, Any], templates_dir: str | None = None) -> Message:
     """Render every part of ``channel`` from ``<type>/<folder>/`` (else ``<type>/default/``) and shape it."""
-    env = environment(templates_dir)
+    env = environment(templates_dir, str(channel.templates_dir) if channel.templates_dir else None)
     parts: dict[str, str] = {}
     for part, filename in channel.templates.items():
         names = [f"{channel.type}/{folder}/{filename}.j2", f"{channel.type}/default/{filename}.j2"]
+        names += [f"_generic/{filename}.j2", f"_generic/body{Path(filename).suffix or '.txt'}.j2"]
         name = names[0]
         try:
             template = env.select_template(names)

@@ -20,9 +20,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from broadcaster.errors import ConfigError
-from broadcaster.units import Duration
+from broadcaster.core.errors import ConfigError
+from broadcaster.core.units import Duration
 from channels import ChannelConfig, channel_types
+from channels.registry import load_failure
 
 CONFIG_ENV = "BROADCASTER_CONFIG"
 DEFAULT_CONFIG = Path("broadcaster.toml")
@@ -129,13 +130,13 @@ class ApiSettings(BaseModel):
 
 
 class SubscriberSettings(BaseModel):
-    """``[subscribers]``: unsubscribe links and quarantine (see ``broadcaster.subscribers``)."""
+    """``[subscribers]``: unsubscribe links and quarantine (see ``broadcaster.domain.subscribers``)."""
 
     model_config = ConfigDict(extra="forbid")
     #: signs unsubscribe links (HMAC-SHA256); unset: a random key generated once and kept in the database
     signing_key: SecretStr | None = None
-    #: where `broadcaster api` is reachable from the internet (unsubscribe links, Twilio's signed webhook URL);
-    #: unset: ``public_url``
+    #: where `broadcaster api` is reachable from the internet (unsubscribe links, the URL a provider signs its
+    #: inbound webhook for); unset: ``public_url``
     api_url: str | None = None
     #: a subscriber whose address fails permanently this many times in a row is quarantined
     quarantine_after: int = Field(default=3, ge=1, le=100)
@@ -192,11 +193,13 @@ class Settings(BaseSettings):
             kind = table.get("type") if isinstance(table, dict) else None
             if kind not in types:
                 known = ", ".join(sorted(types))
-                raise ValueError(f"channels.{name}.type must be one of {known}, not {kind!r}")
+                failure = load_failure(kind) if isinstance(kind, str) else None
+                broken = f" (its plugin cannot be loaded: {failure})" if failure else ""
+                raise ValueError(f"channels.{name}.type must be one of {known}, not {kind!r}{broken}")
             try:
                 typed[name] = types[kind].Config.model_validate(table)
             except ValidationError as exc:
-                raise ValueError(f"channels.{name}.{_first_error(exc)}") from None
+                raise ValueError(f"channels.{name}.{ConfigError.from_validation(exc)}") from None
         return typed
 
     @model_validator(mode="after")
@@ -223,9 +226,12 @@ class Settings(BaseSettings):
         return self.broker_url if self.broker_is_redis else ""
 
     def retry_for(self, channel: str) -> RetrySettings:
-        """The global ``[retry]`` with the channel's own overrides applied."""
-        overrides = self.channels[channel].retry.model_dump(exclude_none=True)
-        return self.retry.model_copy(update=overrides)
+        """The global ``[retry]`` with the channel's own overrides applied; for a channel this configuration does
+        not have (a delivery made by a worker configured otherwise), the global ``[retry]`` alone."""
+        config = self.channels.get(channel)
+        if config is None:
+            return self.retry
+        return self.retry.model_copy(update=config.retry.model_dump(exclude_none=True))
 
     @classmethod
     def settings_customise_sources(
@@ -282,15 +288,6 @@ def _interpolate(value: Any, key: str) -> Any:
     return value
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_input=False, include_url=False)[0]
-    location = ".".join(str(part) for part in error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not location or message.startswith(f"{location}."):
-        return message
-    return f"{location}: {message}"
-
-
 def config_path(explicit: str | Path | None = None) -> Path | None:
     """The configuration file in force: ``--config``, else ``BROADCASTER_CONFIG``, else ``./broadcaster.toml``."""
     if explicit:
@@ -308,6 +305,6 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError(f"configuration error: {where}{_first_error(exc)}") from None
+        raise ConfigError.from_validation(exc, prefix=f"configuration error: {where}") from None
     finally:
         _TomlSource.path = None

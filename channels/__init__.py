@@ -1,33 +1,14 @@
-"""Channel adapters: one module per channel type, each with one ``Channel`` subclass.
+"""Channel adapters: one package per channel type (``channels/<type>/``), each with one ``Channel`` subclass.
 
-A new channel is a new module here (plus its templates and tests); it is found by its ``type``.
+A channel package holds its adapter (``__init__.py``), its pure helpers in their own modules, its inbound
+webhook if it has one and its provider's emulator (``emulator.py``); it imports only ``broadcaster.core``,
+``channels.base`` and the shared helpers beside it (``fitting``, ``emulation``). The types are found through
+``channels.registry`` (built-in ones, and plugins of the ``broadcaster.channels`` entry-point group).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from functools import cache
-
 from channels.base import Channel, ChannelConfig, Message, SendContext, SendResult
+from channels.registry import channel_types, register
 
-__all__ = ["Channel", "ChannelConfig", "Message", "SendContext", "SendResult", "channel_types"]
-
-
-@cache
-def channel_types() -> dict[str, type[Channel]]:  # type: ignore[type-arg]
-    """Every channel class in this package, by its ``type``."""
-    found: dict[str, type[Channel]] = {}  # type: ignore[type-arg]
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name == "base":
-            continue
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, Channel)
-                and value.__module__ == module.__name__
-                and "type" in vars(value)
-            ):
-                found[value.type] = value
-    return found
+__all__ = ["Channel", "ChannelConfig", "Message", "SendContext", "SendResult", "channel_types", "register"]

@@ -1,17 +1,27 @@
-"""The one small interface every channel adapter implements."""
+"""The one small interface every channel adapter implements, and what the broadcaster offers a channel.
+
+A channel tells the core what it needs to know through ``Channel``'s class attributes: its keys (``Config``),
+its template parts, whom it reaches with ``audience = "subscribers"`` (``subscriber_kind``), its provider's
+inbound webhook (``inbound``, an ``InboundWebhook``, which may change subscribers only through an ``Inbox``)
+and its emulator for the sandbox (``emulator``). Which permanent errors mean "this recipient is gone" it says
+with ``PermanentError(..., recipient=...)`` (``broadcaster.core.errors``).
+"""
 
 from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from broadcaster.units import Duration, RateLimitSetting
+from broadcaster.core.units import Duration, RateLimitSetting
 
 
 class RetryOverrides(BaseModel):
@@ -88,13 +98,16 @@ class SendResult(BaseModel):
     note: str | None = None
 
 
+#: the kinds of subscriber there are: an email address, or an E.164 phone number
+SubscriberKind = Literal["email", "phone"]
+
 C = TypeVar("C", bound=ChannelConfig)
 
 
 class Channel(ABC, Generic[C]):
     """A channel adapter: renders into its own shape and sends one message to one target.
 
-    ``send`` returns a ``SendResult`` or raises a ``broadcaster.errors.DeliveryError``;
+    ``send`` returns a ``SendResult`` or raises a ``broadcaster.core.errors.DeliveryError``;
     its SDK's own exceptions never escape it.
     """
 
@@ -102,6 +115,15 @@ class Channel(ABC, Generic[C]):
     Config: ClassVar[builtins.type[ChannelConfig]]
     #: template part name -> file name under ``templates/<type>/<event>/`` (``.j2`` appended)
     templates: ClassVar[dict[str, str]]
+    #: a plugin's own templates, laid out as ``templates/`` is (``<type>/<event>/<part>.j2``); a part found in
+    #: neither renders from the generic default (``templates/_generic/``)
+    templates_dir: ClassVar[Path | None] = None
+    #: whom ``audience = "subscribers"`` reaches: subscribers of this kind; None: the channel takes no subscribers
+    subscriber_kind: ClassVar[SubscriberKind | None] = None
+    #: its provider's calls to ``broadcaster api`` (replies, opt-outs), mounted by the API; None: none
+    inbound: ClassVar[builtins.type[InboundWebhook] | None] = None
+    #: its provider's emulator for the sandbox, as ``"module:Class"``: imported by the sandbox only
+    emulator: ClassVar[str | None] = None
 
     def __init__(self, name: str, config: C) -> None:
         self.name = name
@@ -125,6 +147,90 @@ class Channel(ABC, Generic[C]):
 
     def close(self) -> None:
         """Release connections held between sends."""
+
+
+# --- inbound webhooks -----------------------------------------------------------------------------------
+
+
+class Form(Mapping[str, str]):
+    """A request's form fields: ``form[name]`` is a field's last value; ``getall`` keeps every value of a
+    repeated name, in order (providers sign them all)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+        self._last = dict(self.pairs)
+
+    def __getitem__(self, name: str) -> str:
+        return self._last[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._last)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def getall(self, name: str) -> list[str]:
+        return [value for key, value in self.pairs if key == name]
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A provider's request to ``broadcaster api``, as the API read it."""
+
+    #: the URL the provider called: ``[subscribers] api_url`` with the path when that is set (the API behind a
+    #: proxy), else the URL as the server received it
+    url: str
+    #: header names in lower case
+    headers: Mapping[str, str]
+    form: Form
+
+
+class InboundRefused(Exception):
+    """The webhook does not act on a request: the API answers ``status`` (a problem naming ``field``, if any)."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+
+
+class Inbox(Protocol):
+    """What an inbound webhook may change: a subscriber's status, once per provider message.
+
+    Each returns the subscriber's new status, or None when nothing changed: ``address`` is no valid address of
+    ``kind``, ``message_id`` was acted on before (a replayed request), or (``resubscribe``) no subscriber has
+    it. ``unsubscribe`` keeps an unknown address as unsubscribed, so that no later import subscribes it.
+    """
+
+    def unsubscribe(self, kind: SubscriberKind, address: str, message_id: str) -> str | None: ...
+
+    def resubscribe(self, kind: SubscriberKind, address: str, message_id: str) -> str | None: ...
+
+
+class InboundWebhook(ABC):
+    """A provider's calls to ``broadcaster api`` at ``path`` (a POSTed form), without a bearer token: the
+    webhook authenticates the provider itself, with the credentials of ``configs`` (its type's channels)."""
+
+    path: ClassVar[str]
+    #: the API's documentation: a one-line summary, the form fields the provider posts, the answer's media type
+    #: and what it is, and what each refusal's status means
+    summary: ClassVar[str]
+    fields: ClassVar[tuple[str, ...]] = ()
+    media_type: ClassVar[str] = "text/plain"
+    answer: ClassVar[str] = "Received."
+    refusals: ClassVar[dict[int, str]] = {}
+
+    def __init__(self, configs: Sequence[ChannelConfig], inbox: Inbox) -> None:
+        self.configs = configs
+        self.inbox = inbox
+
+    @abstractmethod
+    def receive(self, request: InboundRequest) -> str:
+        """Act on one request and return the answer's body, or raise ``InboundRefused``."""
+
+
+# --- helpers for adapters --------------------------------------------------------------------------------
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -13,15 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from broadcaster import idempotency
-from broadcaster.api import create_app
-from broadcaster.errors import ConfigError
+from broadcaster.core.errors import ConfigError
+from broadcaster.domain import idempotency
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Answer, Sandbox
-from broadcaster.sandbox.mail import RECIPIENTS
 from broadcaster.settings import ApiSettings, ApiToken, Settings, load_settings
+from channels.email.emulator import RECIPIENTS
 
 if TYPE_CHECKING:
-    from conftest import Worker
+    from tests.support.cluster import Worker
 
 WRITER = "writer-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"

@@ -24,12 +24,12 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import select
 
-from broadcaster.api import create_app
-from broadcaster.db import sessions
-from broadcaster.models import Broadcast
-from broadcaster.queries import wait_for
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Sandbox
 from broadcaster.settings import Settings
+from broadcaster.store.db import sessions
+from broadcaster.store.models import Broadcast
+from broadcaster.store.queries import wait_for
 
 TOKEN = "fuzz-token-0123456789abcdef"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

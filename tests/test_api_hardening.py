@@ -32,16 +32,15 @@ from sqlalchemy import delete
 from sqlalchemy import select as sql_select
 from twilio.request_validator import RequestValidator
 
-from broadcaster.api import create_app
-from broadcaster.db import session_scope
-from broadcaster.models import InboundMessage, utcnow
+from broadcaster.domain.links import sign, signing_key
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 from broadcaster.settings import load_settings
-from broadcaster.subscribers import sign, signing_key
-from broadcaster.testing import free_port, write_config
-from tests.conftest import Result
-from tests.test_subscribers import READER, TOKENS, WRITER, audience_channels, no_subscribers  # noqa: F401
+from broadcaster.store.db import session_scope
+from broadcaster.store.models import InboundMessage, utcnow
+from broadcaster.testing import Result, free_port, write_config
+from channels.sms.emulator import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.support.subscribers import READER, TOKENS, WRITER, audience_channels
 
 API_URL = "https://status-api.example.com"
 LIMIT = 256 * 1024  # the default [api] max_body_bytes
@@ -352,7 +351,7 @@ def test_metric_labels_come_from_a_closed_set(embedded_config: Callable[..., Pat
 def test_unsubscribe_tokens_are_masked_in_the_access_log(
     server: Server,
     cli: Callable[..., Result],
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
 ) -> None:
     added = cli("subscribers", "add", "--email", "ana@example.com", "--json", "--config", str(server.config))
     assert added.code == 0, added.stderr
@@ -406,7 +405,7 @@ def test_tokens_are_masked_in_the_api_s_own_log_lines(tmp_path: Path, running_sa
 def subscriber_api(
     embedded_config: Callable[..., Path],
     sandbox: Sandbox,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
 ) -> Iterator[tuple[TestClient, Path]]:
     config = embedded_config(
         channels=audience_channels(sandbox), api=TOKENS, subscribers={"api_url": API_URL, "quarantine_after": 1}
@@ -484,7 +483,7 @@ def status_of(api: TestClient, phone: str) -> str | None:
 def test_the_signature_counts_for_api_url_only_when_it_is_set(
     embedded_config: Callable[..., Path],
     sandbox: Sandbox,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
     api_url: str | None,
 ) -> None:
     """A request signed for ``Host: evil.example`` (the URL this server would see) is refused when api_url
@@ -564,7 +563,7 @@ def test_message_ids_older_than_30_days_are_pruned(subscriber_api: tuple[TestCli
 
 
 def test_docs_pages_load_pinned_assets_with_integrity(embedded_config: Callable[..., Path], sandbox: Sandbox) -> None:
-    from broadcaster.api_guard import REDOC_VERSION, SWAGGER_UI_VERSION
+    from broadcaster.interfaces.api.routes.docs import REDOC_VERSION, SWAGGER_UI_VERSION
 
     with TestClient(create_app(load_settings(embedded_config()))) as api:
         pages = {path: api.get(path) for path in ("/docs", "/redoc")}

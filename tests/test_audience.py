@@ -15,16 +15,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
-from broadcaster.api import create_app
-from broadcaster.broadcasts import INCIDENT_UPDATE, parse_request, prepare, record_broadcast
-from broadcaster.db import sessions
-from broadcaster.models import Delivery
+from broadcaster.domain.broadcasts import INCIDENT_UPDATE, parse_request, prepare, record_broadcast
+from broadcaster.domain.subscriber_import import import_subscribers
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.twilio import TwilioEmulator
 from broadcaster.settings import Settings, load_settings
-from broadcaster.subscribers import import_subscribers
-from tests.conftest import Cluster, Result
-from tests.test_subscribers import TOKENS, WRITER, audience_channels, listed, no_subscribers  # noqa: F401
+from broadcaster.store.db import sessions
+from broadcaster.store.models import Delivery
+from broadcaster.testing import Result
+from channels.sms.emulator import TwilioEmulator
+from tests.support.cluster import Cluster
+from tests.support.subscribers import TOKENS, WRITER, audience_channels, listed
 
 OPS = "ops@example.com"
 SEND = ("send", "--status", "investigating", "--message", "Payments fail for some customers.",
@@ -60,7 +61,7 @@ def test_subscribers_get_updates_about_the_components_they_follow(
     cli: Callable[..., Result],
     embedded_config: Callable[..., Path],
     sandbox: Sandbox,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
     tmp_path: Path,
 ) -> None:
     """Followers of the incident's components and of all components get it; others, and the unsubscribed, not."""
@@ -105,7 +106,7 @@ def test_recipients_are_resolved_when_the_broadcast_is_created(
     cluster: Callable[..., Cluster],
     cli: Callable[..., Result],
     sandbox: Sandbox,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
 ) -> None:
     """A broadcast in flight keeps its recipients: a later unsubscribe or a new subscriber does not change it."""
     running = cluster(audience_channels(sandbox))
@@ -144,7 +145,7 @@ def test_a_subscriber_is_quarantined_after_n_permanent_failures_in_a_row(
     embedded_config: Callable[..., Path],
     sandbox: Sandbox,
     twilio: TwilioEmulator,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
     tmp_path: Path,
 ) -> None:
     """Two bounces in a row (quarantine_after = 2) quarantine an address; a delivery in between resets the run."""
@@ -201,7 +202,7 @@ def test_a_subscriber_is_quarantined_after_n_permanent_failures_in_a_row(
 def test_delivery_rows_are_written_in_bulk(
     database_url: str,
     sandbox: Sandbox,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
 ) -> None:
     """2,500 recipients are one INSERT executed for all their rows (executemany), not 2,500 statements."""
     settings = Settings.model_validate({"database_url": database_url, "channels": audience_channels(sandbox)})
@@ -246,7 +247,7 @@ def fanout_subscribers(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fanout(cluster: Callable[..., Cluster], sandbox: Sandbox, no_subscribers: None) -> Iterator[Cluster]:  # noqa: F811
+def fanout(cluster: Callable[..., Cluster], sandbox: Sandbox, no_subscribers: None) -> Iterator[Cluster]:
     running = cluster(audience_channels(sandbox), delivery={"lease": "2m", "sweep_every": "5s"})
     yield running
     running.stop_all()

@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
-from broadcaster.broadcasts import incident_view, update_view
-from broadcaster.errors import PermanentError, RateLimited, TransientError
-from broadcaster.models import Impact, Incident, IncidentStatus, Update, new_id, utcnow
+from broadcaster.core.errors import PermanentError, RateLimited, TransientError
+from broadcaster.domain.broadcasts import incident_view, update_view
 from broadcaster.rendering import render
 from broadcaster.sandbox import Answer, Sandbox
-from broadcaster.sandbox.slack import POST_ONLY_TOKEN, REVOKED_TOKEN, TOKEN, WEBHOOK_PATH
 from broadcaster.sandbox.smtp import free_port
+from broadcaster.store.models import Impact, Incident, IncidentStatus, Update, new_id, utcnow
+from broadcaster.testing import Result
 from channels import Channel, Message, SendContext, SendResult, channel_types
-from tests.conftest import Result
+from channels.slack.emulator import POST_ONLY_TOKEN, REVOKED_TOKEN, TOKEN, WEBHOOK_PATH
 
 PUBLIC_URL = "https://status.example.com"
 TITLE = "Checkout is failing"
@@ -34,7 +33,7 @@ def make_context(
     components: list[str] | None = None,
     status: IncidentStatus = IncidentStatus.identified,
 ) -> dict[str, Any]:
-    """The template context, built from the models as ``broadcaster.broadcasts.render_all`` builds it."""
+    """The template context, built from the models as ``broadcaster.domain.broadcasts.render_all`` builds it."""
     now = utcnow()
     incident = Incident(
         id=new_id(), title=title, status=status, impact=Impact.major,
@@ -382,37 +381,6 @@ def test_check_webhook_probes_without_posting(sandbox: Sandbox) -> None:
     wrong = sandbox.http.url + "/slack/webhook/T0SANDBOX/B0SANDBOX/revoked-secret"
     with pytest.raises(PermanentError, match="no_service"):
         webhook_slack(sandbox, webhook_url=wrong).check()
-
-
-# --- configuration -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("table", "text"),
-    [
-        ({"token": TOKEN, "channel": "#incidents", "webhook_url": "https://hooks.slack.com/services/T/B/s3cret"},
-         "give token and channel (a bot) or webhook_url (an incoming webhook), not both"),
-        ({}, "needs token and channel (a bot) or webhook_url"),
-        ({"token": TOKEN}, "a slack bot needs the channel"),
-        ({"channel": "#incidents"}, "a slack bot needs its bot token"),
-        ({"token": "s3cret-not-slack", "channel": "#incidents"}, "must be a Slack bot token"),
-        ({"token": TOKEN, "channel": "Incidents Channel"}, "must be a channel ID like C0123ABCD or a channel name"),
-        ({"webhook_url": "hooks.slack.com/s3cret"}, "must be the incoming webhook's URL"),
-    ],
-)  # fmt: skip
-def test_configuration_takes_exactly_one_mode(table: dict[str, str], text: str) -> None:
-    with pytest.raises(ValidationError) as caught:
-        SLACK.Config.model_validate({"type": "slack", **table})
-    message = str(caught.value.errors(include_input=False, include_url=False)[0]["msg"])
-    assert text in message
-    assert "s3cret" not in message
-
-
-def test_configuration_defaults() -> None:
-    config: Any = SLACK.Config.model_validate({"type": "slack", "token": TOKEN, "channel": "C0123"})
-    assert config.api_base_url == "https://slack.com/api/"
-    assert config.timeout.total_seconds() == 10
-    assert TOKEN not in repr(config) and TOKEN not in str(config.model_dump())
 
 
 # --- the command line --------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +11,13 @@ from typing import Any
 
 import pytest
 
-from broadcaster.errors import ConfigError, PermanentError, RateLimited, TransientError
+from broadcaster.core.errors import PermanentError, RateLimited, TransientError
 from broadcaster.rendering import render
 from broadcaster.sandbox import Answer, Sandbox
 from broadcaster.sandbox.smtp import free_port
-from broadcaster.sandbox.twilio import (
+from channels import Message, SendContext, channel_types
+from channels.sms import SmsChannel, SmsConfig
+from channels.sms.emulator import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     FROM_NUMBER,
@@ -24,9 +25,6 @@ from broadcaster.sandbox.twilio import (
     RECIPIENTS,
     TwilioEmulator,
 )
-from broadcaster.settings import load_settings
-from channels import Message, SendContext, channel_types
-from channels.sms import SmsChannel, SmsConfig
 
 MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 SID = re.compile(r"^SM[0-9a-f]{32}$")
@@ -53,7 +51,7 @@ def make_channel(sandbox: Sandbox, **overrides: Any) -> SmsChannel:
 def update_context(
     message: str, title: str = "Elevated API error rates", status: str = "investigating"
 ) -> dict[str, Any]:
-    """A rendering context shaped like the one ``broadcaster.broadcasts.render_all`` builds."""
+    """A rendering context shaped like the one ``broadcaster.domain.broadcasts.render_all`` builds."""
     update = {
         "id": "01J0000000000000000000000U",
         "status": status,
@@ -228,57 +226,6 @@ def test_proxy_variables_of_the_environment_are_honoured(
     assert len(sandbox.http.received("twilio.message")) == 1
 
 
-# --- configuration ---------------------------------------------------------------------------------------
-
-
-def write_sms_config(path: Path, **table: Any) -> Path:
-    base = {
-        "type": "sms",
-        "account_sid": ACCOUNT_SID,
-        "auth_token": "very-secret-token",
-        "from_number": FROM_NUMBER,
-        "recipients": list(RECIPIENTS),
-    }
-    lines = ["[channels.sms]"]
-    for key, value in {**base, **table}.items():
-        if value is None:
-            continue
-        rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
-        lines.append(f"{key} = {rendered}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.mark.parametrize(
-    ("table", "expected"),
-    [
-        ({"recipients": ["+14155550100", "+1555"]}, "channels.sms.recipients.1: '+1555' is not a valid E.164 phone number"),
-        ({"recipients": ["+1 415 555 0100"]}, "channels.sms.recipients.0: '+1 415 555 0100' is not a valid E.164"),
-        ({"from_number": "4155550100"}, "channels.sms.from_number: '4155550100' is not a valid E.164 phone number"),
-        ({"account_sid": "AC123"}, "channels.sms.account_sid: must be 'AC' followed by 32"),
-        ({"from_number": None}, "an sms channel needs from_number or messaging_service_sid"),
-        ({"recipients": []}, "an sms channel needs at least one recipient"),
-    ],
-)  # fmt: skip
-def test_bad_configuration_is_one_line_naming_the_key(tmp_path: Path, table: dict[str, Any], expected: str) -> None:
-    path = write_sms_config(tmp_path / "broadcaster.toml", **table)
-
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path)
-
-    assert expected in str(raised.value)
-    assert "very-secret-token" not in str(raised.value)
-
-
-def test_good_configuration_loads_with_defaults(tmp_path: Path) -> None:
-    """An audience alone is enough; the API root defaults to Twilio's."""
-    path = write_sms_config(tmp_path / "broadcaster.toml", recipients=[], audience="subscribers")
-    config = load_settings(path).channels["sms"]
-    assert isinstance(config, SmsConfig)
-    assert config.api_base_url == "https://api.twilio.com"
-    assert config.audience == "subscribers"
-
-
 # --- rendering and segments ------------------------------------------------------------------------------
 
 
@@ -291,47 +238,7 @@ def test_rendering_is_status_title_message_link_and_reports_its_size(sandbox: Sa
     assert message.warnings == []
 
 
-@pytest.mark.parametrize(
-    ("body", "segments"),
-    [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("a" * 158 + "€", 1), ("a" * 159 + "€", 2)],
-)
-def test_gsm_segments_count_septets(sandbox: Sandbox, body: str, segments: int) -> None:
-    """160 GSM-7 characters fit one segment, then 153 per part; '€' and its kin take two septets."""
-    message = sms(make_channel(sandbox), body)
-    assert message.size["encoding"] == "GSM-7"
-    assert message.size["segments"] == segments
-    assert message.size["characters"] == len(body)
-    assert any("segments per recipient" in w for w in message.warnings) == (segments > 1)
-
-
-def test_an_extension_character_is_not_split_across_parts(sandbox: Sandbox) -> None:
-    """Its escape and code stay together: 152 septets then '€' spill into the next part."""
-    assert sms(make_channel(sandbox), "a" * 152 + "€" + "a" * 152).size["segments"] == 3
-
-
-def test_typography_becomes_plain_gsm(sandbox: Sandbox) -> None:
-    """Curly quotes, dashes, ellipses, odd spaces and accents GSM-7 lacks are replaced; GSM's own accents stay."""
-    message = sms(
-        make_channel(sandbox),
-        "We\u2019re \u201con it\u201d \u2013 ETA\u2026 soon\u00a0\u2014 Café Zürich, façade São Paulo",
-    )
-
-    assert message.parts["body"] == 'We\'re "on it" - ETA... soon - Café Zürich, facade Sao Paulo'
-    assert message.size["encoding"] == "GSM-7"
-    assert message.warnings == []
-
-
-def test_an_emoji_forces_ucs2_with_a_warning(sandbox: Sandbox) -> None:
-    """With UCS-2 unavoidable the text is kept as written; emoji count two UTF-16 units."""
-    channel = make_channel(sandbox)
-    message = sms(channel, "Fixed \U0001f389 \u2014 thanks for your patience")
-
-    assert message.parts["body"] == "Fixed \U0001f389 \u2014 thanks for your patience"
-    assert message.size["encoding"] == "UCS-2"
-    assert any(w.startswith("UCS-2 forced by '\U0001f389'") for w in message.warnings)
-    assert sms(channel, "a" * 68 + "\U0001f389").size["segments"] == 1
-    assert sms(channel, "a" * 69 + "\U0001f389").size["segments"] == 2
-    assert sms(channel, "\u670d" * 71).size == {"segments": 2, "encoding": "UCS-2", "characters": 71}
+# The segment counting and GSM-7 stand-ins themselves: tests/unit/channels/test_sms.py
 
 
 def test_an_overlong_body_is_cut_to_max_segments_keeping_the_link(sandbox: Sandbox) -> None:
@@ -344,31 +251,6 @@ def test_an_overlong_body_is_cut_to_max_segments_keeping_the_link(sandbox: Sandb
     assert body.endswith(" word...\n" + URL)
     assert message.size["segments"] == 10 and message.size["full_segments"] == 14
     assert any("cut to 10 segments" in w for w in message.warnings)
-
-
-@pytest.mark.parametrize(
-    ("value", "shown"), [(0, "not 0"), (11, "not 11"), ("many", "not 'many'"), (2.5, "not 2.5"), (True, "not True")]
-)
-def test_max_segments_outside_1_to_10_is_a_configuration_error(tmp_path: Path, value: Any, shown: str) -> None:
-    path = write_sms_config(tmp_path / "broadcaster.toml")
-    path.write_text(path.read_text() + f"max_segments = {json.dumps(value)}\n")
-
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path)
-
-    assert "channels.sms.max_segments: must be a whole number from 1 to 10" in str(raised.value)
-    assert shown in str(raised.value)
-    assert "\n" not in str(raised.value)
-
-
-def test_max_segments_defaults_to_3_and_reads_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_sms_config(tmp_path / "broadcaster.toml")
-    sms_config = load_settings(path).channels["sms"]
-    assert isinstance(sms_config, SmsConfig) and sms_config.max_segments == 3
-
-    monkeypatch.setenv("BROADCASTER_CHANNELS__SMS__MAX_SEGMENTS", "1")
-    sms_config = load_settings(path).channels["sms"]
-    assert isinstance(sms_config, SmsConfig) and sms_config.max_segments == 1
 
 
 # --- check -----------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
-from broadcaster.errors import PermanentError, RateLimited, TransientError
+from broadcaster.core.errors import PermanentError, RateLimited, TransientError
 from broadcaster.rendering import render
 from broadcaster.sandbox import Answer, Sandbox
 from broadcaster.sandbox.smtp import free_port
-from broadcaster.sandbox.twitter import (
+from channels import Message, SendContext, channel_types
+from channels.twitter import TwitterChannel, TwitterConfig
+from channels.twitter.emulator import (
     ACCESS_TOKEN,
     ACCESS_TOKEN_SECRET,
     ACCOUNT,
@@ -21,8 +23,7 @@ from broadcaster.sandbox.twitter import (
     DUPLICATE,
     problem,
 )
-from channels import Message, SendContext, channel_types
-from channels.twitter import TwitterChannel, TwitterConfig, weighted_length
+from channels.twitter.text import weighted_length
 
 LINK = "https://status.example.com/incidents/01J0B6N4E4X6QK5Z7Y8W9V0T1S"
 SECRETS = (CONSUMER_KEY, CONSUMER_SECRET, ACCESS_TOKEN, ACCESS_TOKEN_SECRET)
@@ -40,7 +41,7 @@ def incident_context(
     status: str = "investigating",
     title: str = "Elevated API error rates",
 ) -> dict[str, Any]:
-    """What ``broadcaster.broadcasts.render_all`` gives the templates."""
+    """What ``broadcaster.domain.broadcasts.render_all`` gives the templates."""
     update = {"id": "01J0B6N4E5UPDATE", "status": status, "message": message, "created_at": "2024-06-01T09:20:00+00:00"}
     return {
         "event": "incident.update",
@@ -269,26 +270,7 @@ def test_check_maps_errors_the_same_way(sandbox: Sandbox, make_channel: Callable
 # --- long updates ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "weight"),
-    [
-        ("plain ascii", 11),
-        (LINK, 23),
-        ("see https://example.com/a/very/long/path/that/goes/on/and/on?with=query", 4 + 23),
-        ("status.example.com", 23),
-        ("日本語", 6),
-        ("서비스 장애", 11),
-        ("😷", 2),
-        ("👩🏽‍💻", 2),
-        ("👨‍👩‍👧‍👦", 2),
-        ("🇯🇵", 2),
-        ("Ünïcödé café — “quotes”", 23),
-        ("…", 2),
-        ("e\u0301", 1),
-    ],
-)
-def test_weighted_length_counts_like_x(text: str, weight: int) -> None:
-    assert weighted_length(text) == weight
+# X's weighted length itself: tests/unit/channels/test_twitter.py
 
 
 def test_a_long_update_is_truncated_on_a_word_keeping_the_link(make_channel: Callable[..., TwitterChannel]) -> None:

@@ -13,11 +13,18 @@ import pytest
 from celery import Celery
 from sqlalchemy import select
 
-from broadcaster.db import sessions
-from broadcaster.models import Delivery
 from broadcaster.sandbox import Sandbox
-from tests.conftest import Cluster
-from tests.test_resilience import SEND, all_finished, assert_log_consistent, deliveries, email_channel, wait_until
+from broadcaster.store.db import sessions
+from broadcaster.store.models import Delivery
+from tests.support.cluster import (
+    SEND,
+    Cluster,
+    all_finished,
+    assert_log_consistent,
+    deliveries,
+    email_channel,
+    wait_until,
+)
 
 
 @pytest.mark.parametrize("batch_size", [1, 50])
@@ -109,9 +116,9 @@ def test_batches_keep_connections_open_between_sends(
 
 EXITING_SENDER = """
 import json, sys
-from broadcaster.batch import run_batch
-from broadcaster.broadcasts import create_broadcast
-from broadcaster.cli import update_request
+from broadcaster.delivery.batch import run_batch
+from broadcaster.domain.broadcasts import create_broadcast
+from broadcaster.interfaces.cli.broadcasts import update_request
 from broadcaster.settings import Settings
 
 settings = Settings.model_validate(json.loads(sys.argv[1]))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from broadcaster.guards import circuit_hold, open_circuits, rate_hold, record_outcome, store_for
+from broadcaster.delivery.guards import circuit_hold, open_circuits, rate_hold, record_outcome, store_for
 from broadcaster.settings import Settings, load_settings
 
 HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM="}

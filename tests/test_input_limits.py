@@ -20,21 +20,20 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
 
-from broadcaster.api import create_app
-from broadcaster.broadcasts import UpdateRequest
 from broadcaster.client import Broadcaster
-from broadcaster.db import session_scope, sessions
-from broadcaster.errors import InputError
-from broadcaster.limits import bounded_lines
-from broadcaster.models import Incident, Update
+from broadcaster.core.errors import InputError
+from broadcaster.core.limits import bounded_lines
+from broadcaster.domain.broadcasts import UpdateRequest
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Sandbox
 from broadcaster.settings import load_settings
-from broadcaster.subscribers import Subscriber
-from tests.conftest import Result
-from tests.test_bad_input import assert_rejected, incidents, send_args
+from broadcaster.store.db import session_scope, sessions
+from broadcaster.store.models import Incident, Subscriber, Update
+from broadcaster.testing import Result
+from tests.support.input import assert_rejected, incidents, send_args
 
 if TYPE_CHECKING:
-    from conftest import Worker
+    from tests.support.cluster import Worker
 
 TOKEN = "limits-writer-0123456789abcdef"
 API_TOKENS = {"tokens": [{"name": "ops", "token": TOKEN, "scopes": ["read", "write"]}]}

@@ -12,19 +12,19 @@ from typing import Any
 
 import pytest
 
-from broadcaster import broadcasts, maintenance, reminders
-from broadcaster.broadcasts import incident_view, parse_request, render_context
-from broadcaster.errors import InputError
-from broadcaster.lifecycle import Maintenance
-from broadcaster.models import Incident, Update, utcnow
-from broadcaster.postmortem import read_report
-from broadcaster.reminders import Silence
+from broadcaster.core.errors import InputError
+from broadcaster.domain import broadcasts, maintenance, reminders
+from broadcaster.domain.broadcasts import incident_view, parse_request, render_context
+from broadcaster.domain.postmortem import read_report
+from broadcaster.domain.reminders import Silence
 from broadcaster.rendering import render
 from broadcaster.sandbox import Sandbox
 from broadcaster.settings import load_settings
+from broadcaster.store.models import Incident, Maintenance, Update, utcnow
+from broadcaster.testing import Result
 from channels import channel_types
-from channels.twitter import weighted_length
-from tests.conftest import ROOT, Result
+from channels.twitter.text import weighted_length
+from tests.support import ROOT
 
 TO = ("--channel", "webhook", "--channel", "slack")
 

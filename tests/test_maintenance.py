@@ -12,11 +12,15 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from broadcaster.cli_lifecycle import incident_rows, timeline
-from broadcaster.errors import InputError
-from broadcaster.maintenance import advance, complete, find, schedule, windows
-from broadcaster.models import utcnow
-from tests.lifecycle_support import Log, fresh_database_url_fixture, log_fixture  # noqa: F401  (the fixtures)
+from broadcaster.core.errors import InputError
+from broadcaster.domain.maintenance import find, windows
+from broadcaster.service import advance_maintenance as advance
+from broadcaster.service import complete_maintenance as complete
+from broadcaster.service import incident_listing as incident_rows
+from broadcaster.service import incident_timeline as timeline
+from broadcaster.service import schedule_maintenance as schedule
+from broadcaster.store.models import utcnow
+from tests.support.lifecycle import Log
 
 SCHEDULED, UPCOMING, STARTED, COMPLETED = (
     "incident.maintenance-scheduled",

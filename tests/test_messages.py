@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
-from broadcaster import maintenance, reminders
-from broadcaster.broadcasts import render_channel, render_context
-from broadcaster.lifecycle import Maintenance
-from broadcaster.models import Incident, Update
-from broadcaster.postmortem import read_report
+from broadcaster.domain import maintenance, reminders
+from broadcaster.domain.broadcasts import render_channel, render_context
+from broadcaster.domain.postmortem import read_report
 from broadcaster.sandbox import Sandbox
 from broadcaster.sandbox.smtp import free_port
 from broadcaster.settings import Settings, load_settings
+from broadcaster.store.models import Incident, Maintenance, Update
 from broadcaster.testing import Result, write_config
 from channels import Message
 
@@ -189,7 +188,7 @@ LINK_AT_END = re.compile(r"\n(https://status\.example\.com/incidents/[0-9A-Z]{26
 
 def billed_segments(body: str, encoding: str) -> int:
     """Segments by the carriers' arithmetic, written out here rather than taken from the channel."""
-    from channels.sms import GSM_EXTENDED
+    from channels.sms.gsm import GSM_EXTENDED
 
     units = (
         len(body) + sum(c in GSM_EXTENDED for c in body) if encoding == "GSM-7" else len(body.encode("utf-16-le")) // 2

@@ -11,9 +11,10 @@ from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
 from broadcaster.sandbox import Answer, Sandbox
-from broadcaster.sandbox.blog import SECRET
-from broadcaster.sandbox.mail import RECIPIENTS
-from tests.conftest import Result, Worker
+from broadcaster.testing import Result
+from channels.email.emulator import RECIPIENTS
+from channels.webhook.emulator import SECRET
+from tests.support.cluster import Worker
 
 SEND = ("send", "--title", "Checkout is failing", "--status", "investigating", "--impact", "major",
         "--component", "Checkout", "--message", "Payments fail for some customers; we are on it.",

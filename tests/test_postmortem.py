@@ -8,8 +8,8 @@ from pathlib import Path
 from standardwebhooks.webhooks import Webhook
 
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.blog import SECRET
-from tests.conftest import Result
+from broadcaster.testing import Result
+from channels.webhook.emulator import SECRET
 
 REPORT = """# Checkout outage of 1 May: post-mortem
 

@@ -11,12 +11,12 @@ import pytest
 from celery import Celery
 
 from broadcaster.client import Broadcaster, NotFound
-from broadcaster.errors import InputError
+from broadcaster.core.errors import InputError
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.mail import RECIPIENTS
+from channels.email.emulator import RECIPIENTS
 
 if TYPE_CHECKING:
-    from conftest import Worker
+    from tests.support.cluster import Worker
 
 CHANNELS = ["webhook", "email"]
 

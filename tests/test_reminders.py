@@ -17,21 +17,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from broadcaster.db import sessions
-from broadcaster.errors import ConfigError
-from broadcaster.lifecycle import Reminder, at_text
-from broadcaster.models import Broadcast, Update, utcnow
-from broadcaster.reminders import remind
+from broadcaster.core.errors import ConfigError
+from broadcaster.domain.lifecycle import at_text
 from broadcaster.sandbox import Sandbox
+from broadcaster.service import remind
 from broadcaster.settings import load_settings
-from tests.conftest import Result
-from tests.lifecycle_support import (  # noqa: F401  (the fixtures)
-    Log,
-    eventually,
-    fresh_database_url_fixture,
-    log_fixture,
-    start_beat_worker,
-)
+from broadcaster.store.db import sessions
+from broadcaster.store.models import Broadcast, Reminder, Update, utcnow
+from broadcaster.testing import Result
+from tests.support.lifecycle import Log, eventually, start_beat_worker
 
 CADENCE = {"critical": "15m", "major": "30m", "minor": "1h"}
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from broadcaster.broadcasts import render_context
-from broadcaster.models import Incident, Update
+from broadcaster.domain.broadcasts import render_context
 from broadcaster.rendering import render
 from broadcaster.sandbox import Sandbox
 from broadcaster.settings import load_settings
+from broadcaster.store.models import Incident, Update
 from channels import Message, channel_types
-from channels.sms import GSM7, count_segments, to_gsm
-from channels.twitter import weighted_length
+from channels.sms.gsm import GSM7, count_segments, to_gsm
+from channels.twitter.text import weighted_length
 
 CORPUS = json.loads((Path(__file__).parent / "corpus" / "updates.json").read_text())
 PUBLIC_URL = "https://status.example.com"

@@ -17,8 +17,8 @@ from celery import Celery
 
 from broadcaster.sandbox import Answer, Sandbox
 from broadcaster.testing import Result
-from tests.conftest import Broker, Cluster
-from tests.test_resilience import all_finished, assert_log_consistent, deliveries, wait_until
+from tests.support.backends import Broker
+from tests.support.cluster import Cluster, all_finished, assert_log_consistent, deliveries, wait_until
 
 MANY_RETRIES = {"max_attempts": 8, "backoff": "100ms", "backoff_max": "400ms"}
 SEND = ("send", "--title", "Search is slow", "--status", "investigating", "--message", "Queries time out.")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from channels.sms.emulator import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 LATENCY = 0.2
 pytestmark = pytest.mark.timeout(60)

@@ -32,10 +32,10 @@ from packaging.version import Version
 from pydantic import SecretStr
 from sqlalchemy import create_engine, inspect, text
 
-from broadcaster.api import create_app
-from broadcaster.db import normalise_url
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Answer, Sandbox
 from broadcaster.settings import ApiSettings, ApiToken, load_settings
+from broadcaster.store.db import normalise_url
 from broadcaster.testing import Result, free_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,7 +245,8 @@ def test_the_terminal_is_a_real_one() -> None:
 
 def test_stored_markup_is_shown_as_written_on_a_terminal(markup_config: Path, sandbox: Sandbox) -> None:
     from broadcaster.client import list_incidents
-    from broadcaster.subscribers import Kind, add_subscriber
+    from broadcaster.domain.subscribers import add_subscriber
+    from broadcaster.store.models import Kind
 
     config = ("--config", str(markup_config))
     title = f"{MARKUP} {LINK}"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.errors import ConfigError
+from broadcaster.core.errors import ConfigError
+from broadcaster.core.units import RateLimit, parse_duration, parse_rate_limit
 from broadcaster.settings import load_settings
-from broadcaster.units import RateLimit, parse_duration, parse_rate_limit
 
 BLOG = '[channels.blog]\ntype = "webhook"\nurl = "https://blog.example.com/hook"\nsecret = "${BLOG_SECRET}"\n'
 SECRET = "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM="

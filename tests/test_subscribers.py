@@ -8,49 +8,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete
 
-from broadcaster.api import create_app
-from broadcaster.db import session_scope
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Sandbox
 from broadcaster.settings import load_settings
-from broadcaster.subscribers import Subscriber
-from tests.conftest import Result
-
-WRITER = "subscribers-writer-0123456789"
-READER = "subscribers-reader-0123456789"
-TOKENS = {
-    "tokens": [
-        {"name": "admin", "token": WRITER, "scopes": ["read", "write"]},
-        {"name": "dashboard", "token": READER, "scopes": ["read"]},
-    ]
-}
-
-
-def audience_channels(
-    sandbox: Sandbox, emails: list[str] | None = None, phones: list[str] | None = None
-) -> dict[str, dict[str, Any]]:
-    """`news` (email) and `texts` (sms) to the sandbox, each with ``audience = "subscribers"``."""
-    news = {**sandbox.channel_config("email", "news"), "recipients": emails or [], "audience": "subscribers"}
-    texts = {**sandbox.channel_config("sms", "texts"), "recipients": phones or [], "audience": "subscribers"}
-    return {"news": news, "texts": texts}
-
-
-@pytest.fixture
-def no_subscribers(database_url: str) -> Iterator[None]:
-    """The log is shared by the session's tests: start and end without subscribers."""
-
-    def purge() -> None:
-        with session_scope(database_url) as session:
-            session.execute(delete(Subscriber))
-
-    purge()
-    yield
-    purge()
+from broadcaster.testing import Result
+from tests.support.subscribers import READER, TOKENS, WRITER, audience_channels, listed
 
 
 @pytest.fixture
@@ -66,13 +32,6 @@ def api(config: Path) -> Iterator[TestClient]:
 
 def auth(token: str = WRITER) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def listed(cli: Callable[..., Result], config: Path, *args: str) -> list[dict[str, Any]]:
-    result = cli("subscribers", "list", "--json", "--config", str(config), *args)
-    assert result.code == 0, result.stderr
-    rows: list[dict[str, Any]] = result.json
-    return rows
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:

@@ -18,12 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from broadcaster.api import create_app
+from broadcaster.interfaces.api import create_app
 from broadcaster.sandbox import Sandbox
-from broadcaster.sandbox.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 from broadcaster.settings import load_settings
-from tests.conftest import Result
-from tests.test_subscribers import TOKENS, WRITER, audience_channels, listed, no_subscribers  # noqa: F401
+from broadcaster.testing import Result
+from channels.sms.emulator import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.support.subscribers import TOKENS, WRITER, audience_channels, listed
 
 API_URL = "https://status-api.example.com"
 OPS = "ops@example.com"
@@ -33,7 +33,7 @@ LINK = re.compile(r"^<(https://status-api\.example\.com/unsubscribe/([0-9A-Za-z_
 
 
 @pytest.fixture
-def config(embedded_config: Callable[..., Path], sandbox: Sandbox, no_subscribers: None) -> Path:  # noqa: F811
+def config(embedded_config: Callable[..., Path], sandbox: Sandbox, no_subscribers: None) -> Path:
     """Subscribers by email and SMS; links point at the API's public URL; no signing key configured."""
     return embedded_config(
         channels=audience_channels(sandbox, emails=[OPS]), subscribers={"api_url": API_URL}, api=TOKENS
@@ -184,7 +184,7 @@ def test_the_signing_key_may_come_from_the_configuration(
     embedded_config: Callable[..., Path],
     sandbox: Sandbox,
     monkeypatch: pytest.MonkeyPatch,
-    no_subscribers: None,  # noqa: F811
+    no_subscribers: None,
 ) -> None:
     """With [subscribers] signing_key = "${VAR}", a link's token is id.base64url(HMAC-SHA256(key, "unsubscribe:" + id))."""
     key = "a-signing-key-for-the-tests-0123456789"

@@ -1,55 +1,20 @@
 """Local stand-ins for every provider, on 127.0.0.1: the tests, ``broadcaster demo`` and drills use them.
 
-One HTTP server carries the HTTP emulators' routes; SMTP has its own server. Each emulator module in this
-package holds one ``Emulator`` subclass, found by the channel ``type`` it stands in for.
+One HTTP server carries the HTTP emulators' routes; SMTP has its own server. Each channel type's emulator
+lives with its channel (``channels/<type>/emulator.py``, written against ``channels.emulation``); the sandbox
+asks the channel registry for them.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from functools import cache
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
-from broadcaster.sandbox.http import Answer, HttpSandbox, Request
+from broadcaster.sandbox.http import HttpSandbox
 from broadcaster.sandbox.smtp import Mail, SmtpSandbox
+from channels.emulation import Answer, Emulator, Faults, Request
+from channels.registry import emulator_types
 
-__all__ = ["Answer", "Emulator", "HttpSandbox", "Mail", "Request", "Sandbox", "SmtpSandbox"]
-
-
-class Emulator:
-    """Stands in for one provider: installs its routes and writes a channel table that points at it."""
-
-    type: ClassVar[str]
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-
-    def install(self) -> None:
-        """Register this provider's routes on ``self.sandbox.http``."""
-
-    def channel_config(self, name: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def reset(self) -> None:
-        """Forget any fault this emulator was told to produce."""
-
-    def script_demo(self) -> list[str]:
-        """Script the faults ``broadcaster demo`` shows off; return what a viewer should expect."""
-        return []
-
-
-@cache
-def emulator_types() -> dict[str, type[Emulator]]:
-    found: dict[str, type[Emulator]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name in ("http", "smtp"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Emulator) and "type" in vars(value):
-                found[value.type] = value
-    return found
+__all__ = ["Answer", "Emulator", "Faults", "HttpSandbox", "Mail", "Request", "Sandbox", "SmtpSandbox"]
 
 
 class Sandbox:

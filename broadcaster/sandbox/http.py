@@ -1,75 +1,28 @@
-"""A loopback HTTP server for provider emulators: routes, recorded requests and scripted faults."""
+"""A loopback HTTP server for provider emulators: routes, recorded requests and scripted faults.
+
+What it records and answers (``Request``, ``Answer``) is defined in ``channels.emulation``, which the emulators
+are written against.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import socket
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from channels.emulation import Answer, Handler, Request
+
+__all__ = ["Answer", "Handler", "HttpSandbox", "Request"]
+
 #: how long a scripted hang holds a request before giving up (tests never wait this long)
 HANG_LIMIT = 120.0
-
-
-@dataclass
-class Answer:
-    """What an endpoint answers: a status, a body and headers; or a delay, a hang, a closed connection."""
-
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    hang: bool = False
-    close: bool = False
-
-    def encoded(self) -> tuple[bytes, str]:
-        if self.body is None:
-            return b"", "text/plain"
-        if isinstance(self.body, bytes):
-            return self.body, "application/octet-stream"
-        if isinstance(self.body, str):
-            return self.body.encode(), "text/plain; charset=utf-8"
-        return json.dumps(self.body).encode(), "application/json"
-
-
-@dataclass
-class Request:
-    """One request an emulator received, and what it answered."""
-
-    endpoint: str
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    params: dict[str, str]
-    at: float
-    status: int = 0
-    scripted: bool = False
-    note: dict[str, Any] = field(default_factory=dict)
-    #: the client's (host, port): one per connection, so it tells connections kept open from new ones
-    peer: tuple[str, int] = ("", 0)
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-    @property
-    def form(self) -> dict[str, list[str]]:
-        return parse_qs(self.body.decode(), keep_blank_values=True)
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
-
-
-Handler = Callable[[Request, re.Match[str]], Answer]
 
 
 @dataclass

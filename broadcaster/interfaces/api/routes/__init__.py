@@ -1,0 +1,1 @@
+"""The API's routes: one ``APIRouter`` per module, each importing ``deps`` and ``problems``, never another."""
